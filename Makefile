@@ -1,0 +1,39 @@
+# fastclip: `make demo` (set up + train on the toy world + evaluate every epoch) and `make test` (set up + tests).
+# Both create .venv on first use. TORCH_SPEC picks the torch build; the default is what this project pins.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_LOGS ?= runs
+DEMO_NAME ?= demo
+CUE_CONFLICT ?= ../shared/data/texture-vs-shape/cue-conflict-subset
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastclip-installed
+EXT_SOURCES := $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install setuptools wheel ninja
+	$(PY) -m pip install --no-build-isolation -e '.[dev]'
+	$(PY) -m fastclip.info
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fastclip-train --logs $(DEMO_LOGS) --name $(DEMO_NAME) --resume-or-new
+	$(VENV)/bin/fastclip-eval $(DEMO_LOGS)/$(DEMO_NAME) $(if $(wildcard $(CUE_CONFLICT)),--cue-conflict $(CUE_CONFLICT))
+
+test: setup
+	$(VENV)/bin/pytest -q
+	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q -m triton_interpret
+
+bench: setup
+	$(VENV)/bin/pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf build $(VENV) fastclip/_C*.so
