@@ -9,6 +9,7 @@ Nothing here downloads weights: `pretrained` must be a local file.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,17 @@ class CheckpointError(ValueError):
 
 
 _configs_registered = False
+
+
+class _NoPretrainedNotice(logging.Filter):
+    """open_clip warns on the root logger whenever it builds a model without downloaded weights; fastclip never
+    downloads weights (it loads local checkpoints itself), so the warning is noise on every model it builds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+logging.getLogger().addFilter(_NoPretrainedNotice())
 
 
 def register_fastclip_configs() -> None:
@@ -89,6 +101,7 @@ def create_model(
     device: str | torch.device = "cpu",
     pretrained: str | None = None,
     model_cfg: dict | None = None,
+    **model_kwargs,
 ) -> ModelBundle:
     """Build an open_clip model (fp32 weights; mixed precision is applied by autocast at run time).
 
@@ -96,13 +109,14 @@ def create_model(
         model_name: any open_clip config name or fastclip's fc-tiny-vit / fc-small-vit.
         pretrained: optional local checkpoint file to load (open_clip or fastclip layout); never a download tag.
         model_cfg: a config to register under model_name first (used when rebuilding from a checkpoint).
+        model_kwargs: passed to open_clip.create_model, e.g. init_logit_scale / init_logit_bias for SigLIP.
     """
     import open_clip
 
     if model_cfg is not None:
         _register_config(model_name, model_cfg)
     config = model_config(model_name)
-    model = open_clip.create_model(model_name, pretrained=None, device=device, pretrained_text=False)
+    model = open_clip.create_model(model_name, pretrained=None, device=device, pretrained_text=False, **model_kwargs)
     if pretrained is not None:
         state = load_checkpoint(pretrained)
         load_state_dict_into(model, state["state_dict"], source=pretrained)
@@ -226,8 +240,11 @@ def load_model_from_checkpoint(
             "state_dicts do not); pass --model NAME"
         )
     stored_cfg = state.get("model_cfg") if name == stored_name else None
-    bundle = create_model(name, device="cpu", model_cfg=stored_cfg)
-    load_state_dict_into(bundle.model, state["state_dict"], source=path)
+    state_dict = strip_module_prefix(state["state_dict"])
+    # SigLIP-trained models carry a logit_bias parameter, which open_clip creates only when given an initial value.
+    extra = {"init_logit_bias": 0.0} if "logit_bias" in state_dict else {}
+    bundle = create_model(name, device="cpu", model_cfg=stored_cfg, **extra)
+    load_state_dict_into(bundle.model, state_dict, source=path)
     bundle.model.to(device).eval()
     meta = {key: state[key] for key in ("epoch", "name", "samples_seen") if key in state}
     meta["model_name"] = name

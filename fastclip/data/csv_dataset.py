@@ -1,0 +1,224 @@
+"""Image-caption pairs listed in a CSV file in open_clip's layout, read through a torch DataLoader.
+
+Layout: a text file with a header row and columns separated by `--csv-separator` (a tab by default); the column
+`--csv-img-key` (default `filepath`) holds image paths, relative ones resolved against the CSV's folder, and
+`--csv-caption-key` (default `title`) holds captions. An empty caption is an empty text (open_clip reads the file
+with pandas, which turns it into NaN and trains on the word "nan").
+
+Unreadable images (missing, truncated, not an image) are skipped, not fatal: the dataset returns an `Unreadable`
+marker instead of raising, the collate keeps markers apart from the readable samples, and `CsvTrainData` logs and
+counts them and refills its batches from the rank's continuing sample stream, so every batch keeps `batch_size`
+samples and every rank still runs the same number of steps. (Chosen over a validation pass before training, which
+would decode every image one extra time.)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from PIL import Image
+
+from fastclip.data.loader import Batch, TrainData, batches_per_rank
+
+_log = logging.getLogger(__name__)
+
+# What PIL raises for a missing, truncated or malformed image file (SyntaxError: some broken PNG headers).
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class CsvFormatError(ValueError):
+    """A CSV file that does not fit open_clip's layout; the message names the file and what was found."""
+
+
+def _separator_name(separator: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(separator, repr(separator))
+
+
+@dataclass
+class CsvTable:
+    path: Path
+    image_paths: list[str]
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+
+def read_csv_table(path: str | Path, *, img_key: str = "filepath", caption_key: str = "title", separator: str = "\t") -> CsvTable:
+    """Read the image paths and captions of an open_clip CSV; errors name the file, the columns and the layout."""
+    path = Path(path)
+    layout = (
+        f"open_clip's CSV layout: a header row, {_separator_name(separator)}-separated columns "
+        f"{img_key!r} (image path) and {caption_key!r} (caption)"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"--train-data {path}: no such CSV file (expected {layout})")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=separator)
+        columns = reader.fieldnames
+        if not columns:
+            raise CsvFormatError(f"{path}: the file is empty (expected {layout})")
+        missing = [key for key in (img_key, caption_key) if key not in columns]
+        if missing:
+            hint = ""
+            if len(columns) == 1 and separator not in columns[0] and any(s in columns[0] for s in ",;\t"):
+                hint = "; the header has a single column: is the file separated by another character (--csv-separator)?"
+            raise CsvFormatError(
+                f"{path}: no column {' or '.join(map(repr, missing))} (--csv-img-key / --csv-caption-key); "
+                f"the columns found are {columns}{hint}"
+            )
+        rows = list(reader)
+    if not rows:
+        raise CsvFormatError(f"{path}: the header is there but no rows follow")
+    folder = path.parent
+    # A short row gives None for absent fields: a missing image path is an unreadable image, a missing caption empty.
+    image_paths = [str(folder / row[img_key]) if row[img_key] else "" for row in rows]
+    captions = [row[caption_key] or "" for row in rows]
+    return CsvTable(path=path, image_paths=image_paths, captions=captions)
+
+
+@dataclass
+class Unreadable:
+    row: int
+    image_path: str
+    reason: str
+
+
+class CsvDataset(torch.utils.data.Dataset):
+    """Row i -> (image tensor after `transform`, caption, i), or Unreadable(i, path, reason)."""
+
+    def __init__(self, table: CsvTable, transform: Callable):
+        self.table = table
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, row: int):
+        image_path = self.table.image_paths[row]
+        try:
+            with Image.open(image_path) as file:
+                image = file.convert("RGB")  # decodes the whole file, so truncation shows up here
+        except UNREADABLE_IMAGE_ERRORS as exc:
+            return Unreadable(row, image_path, f"{type(exc).__name__}: {exc}")
+        return self.transform(image), self.table.captions[row], row
+
+
+@dataclass
+class CsvChunk:
+    """One DataLoader batch with the unreadable samples taken out (so it may hold fewer than batch_size)."""
+
+    images: list[torch.Tensor]
+    captions: list[str]
+    rows: list[int]
+    unreadable: list[Unreadable]
+
+
+def collate_readable(items: list) -> CsvChunk:
+    chunk = CsvChunk(images=[], captions=[], rows=[], unreadable=[])
+    for item in items:
+        if isinstance(item, Unreadable):
+            chunk.unreadable.append(item)
+        else:
+            image, caption, row = item
+            chunk.images.append(image)
+            chunk.captions.append(caption)
+            chunk.rows.append(row)
+    return chunk
+
+
+def _mixed_seed(*parts: int) -> int:
+    """A stable 63-bit seed from several integers (Python's hash() is not stable across processes for strings)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def rank_order(num_rows: int, *, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[int]:
+    """This rank's endless stream of row indices for `epoch`.
+
+    One global stream per epoch, the same on every rank (permutations of all rows seeded by (seed, epoch, k),
+    one after another); rank r takes the positions p with p % world_size == r. An epoch consumes the first
+    num_batches * batch_size of them; the rest refill batches that lost unreadable images.
+    """
+    position = 0
+    for round_index in itertools.count():
+        generator = torch.Generator().manual_seed(_mixed_seed(seed, epoch, round_index))
+        for row in torch.randperm(num_rows, generator=generator).tolist():
+            if position % world_size == rank:
+                yield row
+            position += 1
+
+
+class CsvTrainData(TrainData):
+    """open_clip's CSV source behind fastclip's TrainData interface (see fastclip.data.loader)."""
+
+    def __init__(self, args, bundle, *, device, rank: int, world_size: int):
+        from open_clip.transform import image_transform
+
+        if not args.train_data:
+            raise ValueError("--dataset-type csv needs --train-data PATH: a CSV file in open_clip's layout")
+        self.table = read_csv_table(
+            args.train_data, img_key=args.csv_img_key, caption_key=args.csv_caption_key, separator=args.csv_separator
+        )
+        self.num_samples = int(args.train_num_samples or len(self.table))
+        self.batch_size = int(args.batch_size)
+        self.num_batches = batches_per_rank(self.num_samples, self.batch_size, world_size, source=f"--train-data {self.table.path}")
+        self.dataset = CsvDataset(
+            self.table, image_transform(bundle.image_size, is_train=True, mean=bundle.image_mean, std=bundle.image_std)
+        )
+        self.tokenizer = bundle.tokenizer
+        self.device = torch.device(device)
+        self.seed, self.rank, self.world_size = int(args.seed), rank, world_size
+        self.workers = int(args.workers)
+        self.skipped = 0
+
+    def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=rank_order(len(self.table), seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size),
+            num_workers=self.workers,
+            collate_fn=collate_readable,
+            # Augmentation seeds: different per rank and epoch, reproducible across runs.
+            generator=torch.Generator().manual_seed(_mixed_seed(self.seed, epoch, self.rank, 1)),
+        )
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        images: list[torch.Tensor] = []
+        captions: list[str] = []
+        rows: list[int] = []
+        emitted = skipped_this_epoch = 0
+        for chunk in self._loader(epoch):
+            for bad in chunk.unreadable:
+                self.skipped += 1
+                skipped_this_epoch += 1
+                _log.warning(
+                    "%s: skipped unreadable image %s (line %d): %s", self.table.path, bad.image_path or "(empty path)",
+                    bad.row + 2, bad.reason,
+                )
+            if skipped_this_epoch > max(len(self.table), self.batch_size):
+                raise RuntimeError(
+                    f"{self.table.path}: {skipped_this_epoch} unreadable images in epoch {epoch}, too few readable "
+                    "ones to fill the batches; check the image paths (relative paths resolve against the CSV's folder)"
+                )
+            images += chunk.images
+            captions += chunk.captions
+            rows += chunk.rows
+            while len(rows) >= self.batch_size and emitted < self.num_batches:
+                size = self.batch_size
+                yield Batch(
+                    images=torch.stack(images[:size]).to(self.device, non_blocking=True),
+                    texts=self.tokenizer(captions[:size]).to(self.device, non_blocking=True),
+                    keys=torch.tensor(rows[:size], dtype=torch.long),
+                )
+                del images[:size], captions[:size], rows[:size]
+                emitted += 1
+            if emitted == self.num_batches:
+                return

@@ -1,0 +1,160 @@
+"""One training epoch: open_clip's step (autocast forward, loss, scaled backward, clip, step, logit_scale clamp),
+with step metrics to a JSONL file and a progress bar on rank 0."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fastclip.data.loader import TrainData
+from fastclip.io import atomic_write_text
+from fastclip.models import autocast
+from fastclip.train.distributed import World, all_reduce_sum, unwrap_model
+from fastclip.train.schedule import assign_lr, cosine_lr
+
+MAX_LOGIT_SCALE = math.log(100)  # CLIP's cap on the learned temperature
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint carries across a resume."""
+
+    step: int = 0  # optimizer steps done, over all epochs
+    samples_seen: int = 0  # over all ranks
+
+
+def clamp_logit_scale(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        unwrap_model(model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+class MetricsLog:
+    """Appends one JSON object per line; every line is flushed so a crashed run keeps its history."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def drop_after(self, step: int) -> None:
+        """Forget the lines of steps after `step`: a run resumed from a checkpoint repeats them."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+
+def train_one_epoch(
+    *,
+    model: torch.nn.Module,
+    data: TrainData,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    args,
+    world: World,
+    epoch: int,
+    total_steps: int,
+    progress: Progress,
+    metrics: MetricsLog | None,
+    log: logging.Logger,
+) -> dict:
+    """Trains on `data.batches(epoch)`; updates `progress`; returns the mean of the logged losses and images/s."""
+    model.train()
+    images_per_step = args.batch_size * world.world_size
+    bar = tqdm(
+        total=data.num_batches * images_per_step, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
+        disable=not world.is_main, dynamic_ncols=True, leave=True,
+    )
+    losses: list[float] = []
+    epoch_start = window_start = time.perf_counter()
+    window_steps = 0
+    data_seconds = 0.0
+    batch_ready = time.perf_counter()
+    steps_done = 0
+    for batch in data.batches(epoch):
+        data_seconds += time.perf_counter() - batch_ready
+        lr = cosine_lr(progress.step, base_lr=args.lr, warmup_steps=args.warmup, total_steps=total_steps)
+        assign_lr(optimizer, lr)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(args.precision, world.device):
+            # (image_features, text_features, logit_scale[, logit_bias]): the bias exists for SigLIP models only.
+            outputs = model(batch.images, batch.texts)
+            image_features, text_features, logit_scale = outputs[:3]
+            loss = loss_fn(image_features, text_features, logit_scale, *outputs[3:4])
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if args.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if args.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+            optimizer.step()
+        clamp_logit_scale(model)
+
+        progress.step += 1
+        progress.samples_seen += images_per_step
+        window_steps += 1
+        steps_done += 1
+        bar.update(images_per_step)
+        last = steps_done == data.num_batches
+        if progress.step % args.log_every_n_steps == 0 or last:
+            # Every rank takes part (the all-reduce); the step numbers are the same on every rank.
+            loss_sum, skipped = all_reduce_sum([loss.item(), float(data.skipped)], world)
+            mean_loss = loss_sum / world.world_size
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"the loss became {mean_loss} at step {progress.step} (epoch {epoch + 1}); lower --lr, set "
+                    "--grad-clip-norm or use --precision fp32"
+                )
+            now = time.perf_counter()
+            record = {
+                "step": progress.step,
+                "epoch": epoch + 1,
+                "loss": mean_loss,
+                "lr": lr,
+                "logit_scale": float(logit_scale.detach()),
+                "images_per_s": window_steps * images_per_step / (now - window_start),
+                "data_s_per_step": data_seconds / window_steps,
+                "samples_seen": progress.samples_seen,
+                "skipped": int(skipped),
+            }
+            losses.append(mean_loss)
+            window_start, window_steps, data_seconds = now, 0, 0.0
+            if world.is_main:
+                metrics.write(record)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=int(skipped), refresh=False)
+        batch_ready = time.perf_counter()
+    bar.close()
+    if steps_done != data.num_batches:
+        raise RuntimeError(
+            f"the {args.dataset_type} data yielded {steps_done} batches in epoch {epoch + 1}, not the "
+            f"{data.num_batches} it announced; every rank must run the same number of steps"
+        )
+    seconds = time.perf_counter() - epoch_start
+    summary = {
+        "epoch": epoch + 1,
+        "loss": sum(losses) / len(losses),
+        "images_per_s": data.num_batches * images_per_step / seconds,
+        "seconds": seconds,
+    }
+    log.info(
+        "epoch %d/%d: loss %.4f, %.1f images/s, %.1f s, %d samples seen, %d unreadable skipped", epoch + 1,
+        args.epochs, summary["loss"], summary["images_per_s"], seconds, progress.samples_seen, int(skipped),
+    )
+    return summary
