@@ -1,48 +1,24 @@
-// CPU kernel of fastclip::rank_average: an LSD radix sort of each row's order-preserving integer keys, then one
-// walk over the tie segments. Rows run in parallel (at::parallel_for). Radix sort beats a comparison sort here
-// because keys are fixed-width and rows are a few thousand long; passes whose digit is constant are skipped,
-// which makes data with few distinct values (many ties) cheaper still.
+// CPU kernel of fastclip::rank_average: an LSD radix sort of each row's order-preserving integer keys
+// (radix_sort.h), then one walk over the tie segments. Rows run in parallel (at::parallel_for).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "radix_sort.h"
+
 namespace {
 
-template <typename scalar_t>
-struct KeyOf;
-template <>
-struct KeyOf<float> {
-  using type = uint32_t;
-};
-template <>
-struct KeyOf<double> {
-  using type = uint64_t;
-};
-
-// Maps a float to an unsigned integer with the same order. -0.0 is folded into +0.0 so that the two tie.
-template <typename scalar_t>
-inline typename KeyOf<scalar_t>::type sortable_key(scalar_t value) {
-  using key_t = typename KeyOf<scalar_t>::type;
-  constexpr key_t sign_bit = key_t(1) << (sizeof(key_t) * 8 - 1);
-  if (value == scalar_t(0)) value = scalar_t(0);
-  key_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return (bits & sign_bit) ? ~bits : (bits | sign_bit);
-}
+using fastclip::sortable_key;
 
 template <typename scalar_t>
 class RowRanker {
-  using key_t = typename KeyOf<scalar_t>::type;
-  static constexpr int kDigitBits = 8;
-  static constexpr int kBuckets = 1 << kDigitBits;
-  static constexpr int kPasses = sizeof(key_t) * 8 / kDigitBits;
+  using key_t = typename fastclip::SortableKey<scalar_t>::type;
 
  public:
   explicit RowRanker(int64_t n) : keys_(n), keys_tmp_(n), order_(n), order_tmp_(n) {}
@@ -62,7 +38,7 @@ class RowRanker {
       order_[m] = j;
       ++m;
     }
-    radix_sort(m);
+    fastclip::radix_sort_pairs(keys_, keys_tmp_, order_, order_tmp_, m);
     int64_t start = 0;
     while (start < m) {
       int64_t end = start;
@@ -74,32 +50,6 @@ class RowRanker {
   }
 
  private:
-  void radix_sort(int64_t m) {
-    std::array<std::array<int64_t, kBuckets>, kPasses> counts{};
-    for (int64_t i = 0; i < m; ++i) {
-      const key_t key = keys_[i];
-      for (int pass = 0; pass < kPasses; ++pass) ++counts[pass][(key >> (pass * kDigitBits)) & (kBuckets - 1)];
-    }
-    for (int pass = 0; pass < kPasses; ++pass) {
-      auto& count = counts[pass];
-      const key_t first_digit = m ? (keys_[0] >> (pass * kDigitBits)) & (kBuckets - 1) : 0;
-      if (count[first_digit] == m) continue;  // every key has this digit: the pass would not move anything
-      int64_t offset = 0;
-      for (int b = 0; b < kBuckets; ++b) {
-        const int64_t c = count[b];
-        count[b] = offset;
-        offset += c;
-      }
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t dst = count[(keys_[i] >> (pass * kDigitBits)) & (kBuckets - 1)]++;
-        keys_tmp_[dst] = keys_[i];
-        order_tmp_[dst] = order_[i];
-      }
-      keys_.swap(keys_tmp_);
-      order_.swap(order_tmp_);
-    }
-  }
-
   std::vector<key_t> keys_, keys_tmp_;
   std::vector<int64_t> order_, order_tmp_;
 };
