@@ -10,7 +10,7 @@ CUE_CONFLICT ?= ../shared/data/texture-vs-shape/cue-conflict-subset
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastclip-installed
-EXT_SOURCES := $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+EXT_SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
 
 .PHONY: setup demo test bench clean
 
@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
 
 setup: $(STAMP)
 
+# A second `make demo` continues the same run (and finds nothing left to train) instead of refusing the name.
 demo: setup
-	$(VENV)/bin/fastclip-train --logs $(DEMO_LOGS) --name $(DEMO_NAME) --resume-or-new
-	$(VENV)/bin/fastclip-eval $(DEMO_LOGS)/$(DEMO_NAME) $(if $(wildcard $(CUE_CONFLICT)),--cue-conflict $(CUE_CONFLICT))
+	resume=$$(test -d $(DEMO_LOGS)/$(DEMO_NAME)/checkpoints && echo "--resume latest"); \
+	$(VENV)/bin/fastclip-train --logs $(DEMO_LOGS) --name $(DEMO_NAME) $$resume
+	$(VENV)/bin/fastclip-eval $(DEMO_LOGS)/$(DEMO_NAME) --suite toyworld $(if $(wildcard $(CUE_CONFLICT)),--cue-conflict $(CUE_CONFLICT))
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -140,6 +140,7 @@ sys.modules["fastclip._C"] = None
 import torch
 import fastclip, fastclip.info
 from fastclip.ops import rank_average
+from fastclip.ops._dispatch import BackendUnavailableError
 print(rank_average(torch.tensor([[3.0, 1.0, 3.0]])).tolist())
 try:
     rank_average(torch.ones(2), backend="extension")
