@@ -30,7 +30,9 @@ def test_builtin_suites_are_package_data_and_parse(tmp_path):
     }  # fmt: skip
     assert all(spec.path is None for spec in toyworld.datasets.values())
     options = options_for_suite(paper, torch.device("cpu"), resamples=50)
-    assert (options.resamples, options.templates, options.batch_size) == (50, "imagenet", 256)
+    assert (options.resamples, options.templates, options.batch_size) == (50, "imagenet", 64)
+    assert options_for_suite(paper, torch.device("cuda")).batch_size == 256  # the default batch follows the device
+    assert options_for_suite(paper, torch.device("cpu"), batch_size=8).batch_size == 8
 
 
 def test_paths_resolve_against_the_data_root(tmp_path):

@@ -185,6 +185,7 @@ def test_borji_negatives_are_uniform():
         (dict(fixation_map=torch.ones(2, 4, 4), metrics=["auc"]), "unknown metric"),
         (dict(fixation_map=torch.ones(3, 4, 4)), "holds 3 images"),
         (dict(fixation_map=torch.ones(4, 4)), "fixation_map must be"),
+        (dict(fixation_map=torch.ones(1, 2, 4, 4)), "fixation_map must be \\(images, height, width\\)"),
         (dict(fixations=torch.ones(2, 4, 4), fixation_map=torch.ones(2, 5, 4)), "same height and width"),
         (dict(fixations=torch.ones(2, 4, 4), seed=-1), "seed"),
         (dict(fixations=torch.ones(2, 4, 4), step=0), "step"),
@@ -194,6 +195,22 @@ def test_borji_negatives_are_uniform():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         saliency_metrics(torch.rand(2, 4, 4), **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["auto", "batched", "reference"])
+def test_several_predictions_score_as_their_own_calls(backend):
+    """(M, B, h, w) predictions share the human data and give (M, B) scores, each equal to its own call's."""
+    pred, fixation_map, fixations = random_maps(3, 20, 24, (6, 7), seed=8, fixation_rate=0.05)
+    predictions = torch.stack([pred, pred.flip(-1), pred**2])
+    kwargs = dict(fixation_map=fixation_map, fixations=fixations, seed=3, backend=backend)
+    together = saliency_metrics(predictions, **kwargs)
+    for index, prediction in enumerate(predictions):
+        alone = saliency_metrics(prediction, **kwargs)
+        for name in METRICS:
+            assert together[name].shape == (3, 3)
+            torch.testing.assert_close(together[name][index], alone[name], rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="holds 3 images, pred holds 2"):
+        saliency_metrics(predictions[:, :2], **kwargs)
 
 
 def test_shuffled_auc_needs_other_images():

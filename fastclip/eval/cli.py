@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a cue-conflict folder in the Geirhos layout for shape_bias (repeatable); layout below",
     )  # fmt: skip
     parser.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default 64 on the CPU, 256 on a GPU)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None, help="autocast precision (default fp32)")
     parser.add_argument("--force", action="store_true", help="re-evaluate units already in the results table")
     parser.add_argument("--seed", type=int, default=None, help="seed of noise and bootstrap draws (default 0)")

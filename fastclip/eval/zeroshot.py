@@ -8,7 +8,7 @@ Image features are L2-normalised and compared by cosine, scaled by 100 (CLIP's l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +79,10 @@ def build_zeroshot_classifier(
     device: torch.device | str,
     precision: str = "fp32",
     batch_size: int = 256,
+    tokenize: Callable[[list[str]], torch.Tensor] | None = None,
 ) -> ZeroShotClassifier:
-    """Encode every (class, template) prompt with the model's text tower and build the classifier."""
+    """Encode every (class, template) prompt with the model's text tower and build the classifier. `tokenize`
+    replaces `tokenizer(prompts)`, e.g. to reuse the tokens of an earlier checkpoint of the same model."""
     class_names, templates = tuple(class_names), tuple(templates)
     if not class_names or not templates:
         raise ValueError("a zero-shot classifier needs at least one class name and one template")
@@ -88,7 +90,7 @@ def build_zeroshot_classifier(
     if bad:
         raise ValueError(f"every template must hold the class name as {{}}, {{name}} or {{a}}; these do not: {bad}")
     prompts = [fill_template(template, name) for name in class_names for template in templates]
-    tokens = tokenizer(prompts)
+    tokens = tokenize(prompts) if tokenize is not None else tokenizer(prompts)
     chunks = []
     with torch.inference_mode(), autocast(precision, device):
         for start in range(0, len(prompts), batch_size):

@@ -6,6 +6,7 @@ from fastclip.ops.correlation import kendall_tau_b, kendall_tau_b_ref, pearson, 
 from fastclip.ops.cue_conflict import cue_conflict, cue_conflict_ref, phase_amplitude_swap, silhouette_masks
 from fastclip.ops.gaussian_noise import gaussian_noise, gaussian_noise_ref
 from fastclip.ops.rank_average import rank_average, rank_average_ref
+from fastclip.ops.resize_bilinear import resize_bilinear, resize_bilinear_ref
 from fastclip.ops.saliency_metrics import saliency_metrics, saliency_metrics_ref
 from fastclip.ops.toyworld_render import toyworld_render, toyworld_render_ref
 
@@ -26,6 +27,8 @@ __all__ = [
     "phase_amplitude_swap",
     "rank_average",
     "rank_average_ref",
+    "resize_bilinear",
+    "resize_bilinear_ref",
     "saliency_metrics",
     "saliency_metrics_ref",
     "silhouette_masks",

@@ -3,6 +3,7 @@
 `saliency_metrics(pred, fixation_map=..., fixations=...)` returns {metric: (B,) float64} for
   "cc", "sim", "kld"                        against continuous fixation maps (B, H, W), and
   "nss", "auc_judd", "auc_borji", "auc_shuffled", "info_gain"  against binary fixation points (B, H, W).
+Predictions (M, B, h, w), M maps of every image, are scored against human data prepared once, giving (M, B).
 Predicted maps (B, h, w) are first resized to the fixation maps' size (H, W) by bilinear interpolation with
 half-pixel centres (torch's align_corners=False, no antialiasing). All arithmetic is float64.
 
@@ -46,15 +47,16 @@ code reads).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from fastclip import _ext
 from fastclip.ops import _philox
 from fastclip.ops._dispatch import Backend, OpDispatcher, extension_backend
+from fastclip.ops.resize_bilinear import resize_bilinear
 
 METRICS = ("cc", "nss", "sim", "kld", "auc_judd", "auc_borji", "auc_shuffled", "info_gain")
 MAP_METRICS = ("cc", "sim", "kld")
@@ -71,14 +73,6 @@ class ConstantMapWarning(RuntimeWarning):
 
 
 # ------------------------------------------------------------------------------------------------- inputs
-
-
-def resize_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) -> (B, H, W) float64 by bilinear interpolation with half-pixel centres (no antialiasing)."""
-    maps = maps.to(torch.float64)
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
 def center_bias(height: int, width: int, sigma: float = 0.25, device="cpu") -> torch.Tensor:
@@ -289,16 +283,19 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
     chunk = max(1, _CHUNK_PIXELS // num_pixels)
     shared_baseline = None
     for start in range(0, rows, chunk):
-        ids = torch.arange(start, min(rows, start + chunk), device=job.pred.device)
-        p = resize_bilinear(job.pred[ids], (job.height, job.width)).reshape(len(ids), -1)
+        stop = min(rows, start + chunk)
+        ids = torch.arange(start, stop, device=job.pred.device)
+        # Slices, not ids: a chunk is a view, where indexing would copy every full-size map of the chunk.
+        p = resize_bilinear(job.pred[start:stop], (job.height, job.width), out=job.resized_buffer(stop - start))
+        p = p.reshape(len(ids), -1)
         g = None
         if job.fixation_map is not None and any(name in MAP_METRICS for name in job.metrics):
-            g = job.fixation_map[ids].reshape(len(ids), -1)
+            g = job.fixation_map[start:stop].reshape(len(ids), -1)
             # The extension reads float32 maps as they are; everything else computes in float64.
             g = g if map_statistics is _map_statistics_extension and g.dtype == torch.float32 else g.to(torch.float64)
         fix_index = fix_count = None
         if job.fix_index is not None:
-            fix_index, fix_count = job.fix_index[ids], job.fix_count[ids]
+            fix_index, fix_count = job.fix_index[start:stop], job.fix_count[start:stop]
         stats = map_statistics(p, g, fix_index, fix_count, ids, job)
         low, high, total, m2 = stats[:, _LOW], stats[:, _HIGH], stats[:, _SUM], stats[:, _M2]
         constant = high == low
@@ -313,7 +310,7 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
                 value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, fix_count, job.step)
                 value = value.masked_fill(constant, float("nan"))
             elif name == "auc_shuffled":
-                candidates = job.shuffled_candidates[ids]
+                candidates = job.shuffled_candidates[start:stop]
                 take = torch.minimum(fix_count, (candidates >= 0).sum(-1))
                 negatives = shuffled_negatives(job.seed, ids, job.splits, candidates, take)
                 value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, take, job.step)
@@ -372,7 +369,7 @@ def _metrics_reference(job: "_Job") -> dict[str, torch.Tensor]:
     num_pixels = job.height * job.width
     for image in range(job.pred.shape[0]):
         ids = torch.tensor([image], device=job.pred.device)
-        p = resize_bilinear(job.pred[image : image + 1], (job.height, job.width)).reshape(-1)
+        p = resize_bilinear(job.pred[image : image + 1], (job.height, job.width), backend="torch").reshape(-1)
         if job.fixation_map is not None:
             g = job.fixation_map[image].to(torch.float64).reshape(-1)
         if job.fix_index is not None:
@@ -420,7 +417,7 @@ def _metrics_reference(job: "_Job") -> dict[str, torch.Tensor]:
                 negatives = shuffled_negatives(job.seed, ids, job.splits, candidates.view(1, -1), take)[0]
                 value = _auc_of_splits_reference(s, s[fixated], [s[split] for split in negatives], job.step)
             else:  # info_gain
-                b = job.baseline_rows(ids)[0]
+                b = job.baseline_rows(ids, resize_backend="torch")[0]
                 p1 = (p - p.min()) / (p.max() - p.min())
                 b1 = (b - b.min()) / (b.max() - b.min())
                 p1, b1 = p1 / p1.sum(), b1 / b1.sum()
@@ -468,8 +465,24 @@ class _Job:
                 self.shuffled_candidates = shuffled_candidates(self.fix_index, others)
         self._baseline = baseline
         self.baseline_is_shared = baseline is None or baseline.dim() == 2
+        self._scratch: dict[str, torch.Tensor] = {}  # shared by with_prediction's copies
 
-    def baseline_rows(self, ids: torch.Tensor) -> torch.Tensor:
+    def resized_buffer(self, images: int) -> torch.Tensor:
+        """A float64 (images, H, W) tensor for the resized predictions of a chunk: one allocation for every chunk
+        and prediction of the call, as a fresh one of hundreds of MB costs a page fault per 4 kB."""
+        buffer = self._scratch.get("resized")
+        if buffer is None or buffer.shape[0] < images:
+            buffer = torch.empty(images, self.height, self.width, dtype=torch.float64, device=self.pred.device)
+            self._scratch["resized"] = buffer
+        return buffer[:images]
+
+    def with_prediction(self, pred: torch.Tensor) -> "_Job":
+        """This job for another prediction of the same images (the human data is prepared once)."""
+        job = copy.copy(self)
+        job.pred = pred
+        return job
+
+    def baseline_rows(self, ids: torch.Tensor, resize_backend: str = "auto") -> torch.Tensor:
         """The information-gain baseline of the given images, resized to the fixation size and flattened."""
         baseline = self._baseline
         if baseline is None:
@@ -478,18 +491,19 @@ class _Job:
             baseline = baseline.unsqueeze(0).expand(len(ids), -1, -1)
         else:
             baseline = baseline[ids]
-        return resize_bilinear(baseline, (self.height, self.width)).reshape(len(ids), -1)
+        return resize_bilinear(baseline, (self.height, self.width), backend=resize_backend).reshape(len(ids), -1)
 
 
-def _check_maps(name: str, value, batch: int | None, device) -> torch.Tensor:
+def _check_maps(name: str, value, batch: int | None, device, *, several: bool = False) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"saliency_metrics: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dim() != 3:
-        raise ValueError(f"saliency_metrics: {name} must be (images, height, width), got shape {tuple(value.shape)}")
+    if value.dim() != 3 and not (several and value.dim() == 4):
+        expected = "(images, height, width) or (predictions, images, height, width)" if several else "(images, height, width)"
+        raise ValueError(f"saliency_metrics: {name} must be {expected}, got shape {tuple(value.shape)}")
     if value.is_complex():
         raise TypeError(f"saliency_metrics: {name} must be real, got {value.dtype}")
-    if batch is not None and value.shape[0] != batch:
-        raise ValueError(f"saliency_metrics: {name} holds {value.shape[0]} images, pred holds {batch}")
+    if batch is not None and value.shape[-3] != batch:
+        raise ValueError(f"saliency_metrics: {name} holds {value.shape[-3]} images, pred holds {batch}")
     if value.device != device:
         raise ValueError(f"saliency_metrics: {name} is on {value.device}, pred on {device}")
     if value.is_floating_point() and bool(torch.isnan(value).any()):
@@ -515,7 +529,9 @@ def saliency_metrics(
     """Saliency metrics of each predicted map (see the module docstring for the definitions).
 
     Args:
-        pred: predicted saliency maps (B, h, w), any real dtype; resized bilinearly to (H, W).
+        pred: predicted saliency maps (B, h, w), any real dtype; resized bilinearly to (H, W). Or (M, B, h, w): M
+            predictions of every image (e.g. several map methods), scored against the same human data, which is
+            then prepared once; each prediction's scores equal those of its own (B, h, w) call.
         fixation_map: continuous human fixation maps (B, H, W) for cc, sim and kld.
         fixations: binary fixation points (B, H, W) (non-zero = fixated) for nss, the AUCs and info_gain.
         metrics: names from METRICS; default: every metric the given inputs allow.
@@ -527,10 +543,10 @@ def saliency_metrics(
         backend: "auto", "batched" or "reference".
 
     Returns:
-        {metric: (B,) float64 tensor}, in the order asked.
+        {metric: (B,) float64 tensor}, or (M, B) for (M, B, h, w) predictions, in the order asked.
     """
-    pred = _check_maps("pred", pred, None, getattr(pred, "device", None))
-    batch, device = pred.shape[0], pred.device
+    pred = _check_maps("pred", pred, None, getattr(pred, "device", None), several=True)
+    batch, device = pred.shape[-3], pred.device
     if fixation_map is not None:
         fixation_map = _check_maps("fixation_map", fixation_map, batch, device)
     if fixations is not None:
@@ -567,8 +583,8 @@ def saliency_metrics(
         if baseline.dim() == 3 and baseline.shape[0] != batch:
             raise ValueError(f"saliency_metrics: baseline holds {baseline.shape[0]} maps, pred holds {batch}")
     if batch == 0:
-        return {name: torch.empty(0, dtype=torch.float64, device=device) for name in metrics}
-    flat = pred.reshape(batch, -1)
+        return {name: torch.empty(pred.shape[:-2], dtype=torch.float64, device=device) for name in metrics}
+    flat = pred.flatten(-2)
     constant = flat.amax(-1) == flat.amin(-1)
     if bool(constant.any()):
         warnings.warn(
@@ -578,8 +594,14 @@ def saliency_metrics(
             ConstantMapWarning,
             stacklevel=2,
         )
-    job = _Job(pred, fixation_map, fixations, metrics, baseline, other_fixations, seed, jitter, splits, step, num_other)
-    return _DISPATCH.choose(device, backend).run(job)
+    several = pred.dim() == 4
+    predictions = pred if several else pred.unsqueeze(0)
+    job = _Job(predictions[0], fixation_map, fixations, metrics, baseline, other_fixations, seed, jitter, splits, step, num_other)
+    chosen = _DISPATCH.choose(device, backend)
+    scores = [chosen.run(job.with_prediction(prediction)) for prediction in predictions]
+    if not several:
+        return scores[0]
+    return {name: torch.stack([score[name] for score in scores]) for name in metrics}
 
 
 def saliency_metrics_ref(pred: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:

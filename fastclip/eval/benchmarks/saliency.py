@@ -123,17 +123,21 @@ class SaliencyBenchmark(Benchmark):
             stack = lambda tensors: torch.stack([tensors[i] for i in members]).to(device)  # noqa: E731
             kwargs = {"metrics": metrics, "seed": seed}
             if human_maps is not None:
-                kwargs["fixation_map"] = stack(human_maps).double()
+                human = stack(human_maps)
+                # uint8 maps become float32, exactly: the metrics read float32 as it is, float64 would double the bytes
+                kwargs["fixation_map"] = human if human.is_floating_point() else human.float()
             if points is not None:
                 kwargs["fixations"] = stack(points)
             if shuffled is not None:
                 kwargs["other_fixations"] = stack(shuffled)
-            for method in methods:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConstantMapWarning)
-                    scores = saliency_metrics(maps[method][members].to(device), **kwargs)
-                for metric, score in scores.items():
-                    values[(method, metric)][members] = score.cpu()
+            # Every method's maps in one call: the human data of the group is checked and indexed once.
+            predictions = torch.stack([maps[method][members] for method in methods]).to(device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConstantMapWarning)
+                scores = saliency_metrics(predictions, **kwargs)
+            for metric, score in scores.items():
+                for method, method_score in zip(methods, score.cpu()):
+                    values[(method, metric)][members] = method_score
         keys = list(values)
         table = torch.stack([values[key] for key in keys])
         means, lows, highs = bootstrap_mean_ci(table, resamples=context.options.resamples, seed=seed)
