@@ -180,3 +180,21 @@ def test_done_when_cpu(benchmark, bench_info, cpu_maps):
     benchmark.pedantic(lambda: None, rounds=1)
     print("\n" + "\n".join(f"{key}: {value}" for key, value in bench_info.items()))
     assert numpy_total / fast_seconds >= 5
+
+
+@pytest.mark.benchmark(group="resize_bilinear")
+@pytest.mark.parametrize("provider", ["fastclip", "torch_interpolate"])
+def test_resize_bilinear(benchmark, bench_info, cpu_maps, provider):
+    """The metrics' first step: patch maps (24 x 32) to the fixation size, into one reused buffer as the metrics do
+    it (fastclip: C++ on the CPU) vs torch.nn.functional.interpolate allocating its output."""
+    from fastclip.ops import resize_bilinear, resize_bilinear_ref
+
+    _, _, pred = cpu_maps
+    pred = pred.to(DEVICE)
+    bench_info.update(provider=provider, maps=pred.shape[0], size=f"{HEIGHT}x{WIDTH}", device=str(DEVICE))
+    if provider == "fastclip":
+        buffer = torch.empty(pred.shape[0], HEIGHT, WIDTH, dtype=torch.float64, device=DEVICE)
+        run = lambda: resize_bilinear(pred, (HEIGHT, WIDTH), out=buffer)  # noqa: E731
+    else:
+        run = lambda: resize_bilinear_ref(pred, (HEIGHT, WIDTH))  # noqa: E731
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
