@@ -83,3 +83,23 @@ def test_classifier_is_built_once_per_checkpoint_and_class_list():
     assert len(prompts.encoded) == 2
     assert context.classifier(["a", "b", "c"]) is not first
     assert len(prompts.encoded) == 5
+
+
+def test_prompts_are_tokenised_once_per_run_not_per_checkpoint():
+    prompts = PromptTable({f"a photo of a {name}.": [float(i), 1.0] for i, name in enumerate(["a", "b"])})
+    calls = []
+
+    def counting_tokenizer(texts):
+        calls.append(list(texts))
+        return prompts.tokenizer(texts)
+
+    options = EvalOptions(templates="photo")
+    data = EvalData(options)  # one run
+    classifiers = []
+    for scale in (1.0, -1.0):  # two checkpoints of the same model, with other text-tower weights
+        tower = PromptTable({f"a photo of a {name}.": [scale * i, scale] for i, name in enumerate(["a", "b"])})
+        bundle = ModelBundle(tower, "fake", {}, counting_tokenizer, 8, (0.5,) * 3, (0.5,) * 3)
+        classifiers.append(CheckpointContext(bundle, options, data).classifier(["a", "b"]))
+    assert calls == [["a photo of a a.", "a photo of a b."]]
+    # The text tower still runs for every checkpoint.
+    torch.testing.assert_close(classifiers[1].weights, -classifiers[0].weights)
