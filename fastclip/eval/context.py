@@ -29,7 +29,7 @@ DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 class EvalOptions:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
-    batch_size: int = 64  # options_for_suite picks DEFAULT_BATCH_SIZE by device
+    batch_size: int = DEFAULT_BATCH_SIZE["cpu"]  # options_for_suite picks DEFAULT_BATCH_SIZE by device
     seed: int = 0
     toyworld_size: int = DEFAULT_TOYWORLD_SIZE
     templates: str = DEFAULT_TEMPLATE_SET

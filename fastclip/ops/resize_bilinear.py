@@ -60,15 +60,18 @@ def resize_bilinear(
     if maps.shape[-2] < 1 or maps.shape[-1] < 1:
         raise ValueError(f"resize_bilinear: maps must not be empty, got shape {tuple(maps.shape)}")
     expected = (maps.shape[0], height, width)
-    if out is None:
-        out = torch.empty(expected, dtype=torch.float64, device=maps.device)
-    elif tuple(out.shape) != expected or out.dtype != torch.float64 or not out.is_contiguous() or out.device != maps.device:
+    if out is not None and (
+        tuple(out.shape) != expected or out.dtype != torch.float64 or not out.is_contiguous() or out.device != maps.device
+    ):
         raise ValueError(
             f"resize_bilinear: out must be a contiguous float64 tensor of shape {expected} on {maps.device}, got "
             f"{out.dtype} {tuple(out.shape)} on {out.device}"
         )
     if tuple(maps.shape[-2:]) == (height, width):
-        return out.copy_(maps)
+        # Nothing to interpolate: no copy unless the caller asked for one into its buffer.
+        return maps.to(torch.float64) if out is None else out.copy_(maps)
+    if out is None:
+        out = torch.empty(expected, dtype=torch.float64, device=maps.device)
     if maps.shape[0] == 0:
         return out
     return _DISPATCH.choose(maps.device, backend).run(maps, out)
