@@ -2,7 +2,10 @@
 
 One program per row makes two sweeps in float64: counts, sums and ranges of the complete pairs (those without a
 NaN), then the centred moments about those means (two passes keep full precision when the mean is large against
-the spread). A shared operand (one vector against many rows) is read with row stride 0, never copied.
+the spread). A shared operand (one vector against many rows) is read with row stride 0, never copied. The op scales
+every row to unit magnitude first (fastclip.ops.correlation.scaled_to_unit_magnitude), so no moment here can
+overflow or underflow; the kernel also flags rows whose spread is below NEAR_CONSTANT times their mean (scipy's
+test).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ def _load_pairs(x_row, y_row, start, n, BLOCK: tl.constexpr):
 
 @triton.jit
 def _pearson_fwd_kernel(
-    x_ptr, y_ptr, r_ptr, count_ptr, constant_ptr, n, x_row_stride, y_row_stride, BLOCK: tl.constexpr
+    x_ptr, y_ptr, r_ptr, count_ptr, constant_ptr, near_constant_ptr, n, x_row_stride, y_row_stride,
+    NEAR_CONSTANT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_row_stride
@@ -62,23 +66,34 @@ def _pearson_fwd_kernel(
         sxx += dx * dx
         syy += dy * dy
         sxy += dx * dy
-    r = tl.sum(sxy, axis=0) / (tl.sqrt(tl.sum(sxx, axis=0)) * tl.sqrt(tl.sum(syy, axis=0)))
+    norm_x = tl.sqrt(tl.sum(sxx, axis=0))
+    norm_y = tl.sqrt(tl.sum(syy, axis=0))
+    r = tl.sum(sxy, axis=0) / (norm_x * norm_y)
     r = tl.minimum(tl.maximum(r, -1.0), 1.0)
+    near_constant = (norm_x < NEAR_CONSTANT * tl.abs(mean_x)) | (norm_y < NEAR_CONSTANT * tl.abs(mean_y))
     tl.store(r_ptr + row, r)
     tl.store(count_ptr + row, total)
     tl.store(constant_ptr + row, constant.to(tl.int8))
+    tl.store(near_constant_ptr + row, near_constant.to(tl.int8))
 
 
-def pearson_fwd(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pearson_fwd(
+    x: torch.Tensor, y: torch.Tensor, near_constant_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pearson's r over the complete pairs of each row of x (rows, n) and y (rows, n); either may have one row,
-    shared by all. float64, last dim contiguous. Returns (r float64, complete-pair count int64, constant bool)."""
+    shared by all. float64, last dim contiguous. Returns (r float64, complete-pair count int64, constant bool, and
+    whether the spread of x or y is below near_constant_threshold times its mean)."""
     rows = max(x.shape[0], y.shape[0])
     n = x.shape[1]
     r = torch.empty(rows, dtype=torch.float64, device=x.device)
     count = torch.empty(rows, dtype=torch.int64, device=x.device)
     constant = torch.empty(rows, dtype=torch.int8, device=x.device)
+    near_constant = torch.empty(rows, dtype=torch.int8, device=x.device)
     if rows:
         x_stride = 0 if x.shape[0] == 1 else x.stride(0)
         y_stride = 0 if y.shape[0] == 1 else y.stride(0)
-        _pearson_fwd_kernel[(rows,)](x, y, r, count, constant, n, x_stride, y_stride, BLOCK=BLOCK)
-    return r, count, constant.bool()
+        _pearson_fwd_kernel[(rows,)](
+            x, y, r, count, constant, near_constant, n, x_stride, y_stride,
+            NEAR_CONSTANT=near_constant_threshold, BLOCK=BLOCK,
+        )  # fmt: skip
+    return r, count, constant.bool(), near_constant.bool()

@@ -111,7 +111,7 @@ def test_empty_rows():
     "bad, kwargs, error, message",
     [
         ([1.0, 2.0], {}, TypeError, "x must be a torch.Tensor"),
-        (torch.tensor([1, 2, 3]), {}, TypeError, "floating"),
+        (torch.tensor([1 + 2j, 2]), {}, TypeError, "real numbers"),
         (torch.tensor(1.0), {}, ValueError, "at least one dimension"),
         (torch.ones(3), {"nan_policy": "raise"}, ValueError, "nan_policy"),
         (torch.ones(3), {"backend": "cuda-magic"}, ValueError, "backend='cuda-magic'"),

@@ -52,6 +52,7 @@ from fastclip.ops.correlation import (
     pearson,
     pearson_ref,
     prepare_pairs,
+    scaled_to_unit_magnitude,
     sign_of_difference,
     spearman,
     spearman_ref,
@@ -302,6 +303,8 @@ def bootstrap_distribution(
     """The correlation of each row of x (B, n) with y (B | 1, n), both float64 without NaN, on each bootstrap
     resample (B, resamples), or on each leave-one-out sample (B, n) with jackknife=True."""
     _check_draws(method, resamples, "resamples", seed)
+    if method == "pearson":  # the resamples' moments stay in range at any scale (see fastclip.ops.correlation)
+        x, y = scaled_to_unit_magnitude(x), scaled_to_unit_magnitude(y)
     return _DISPATCH.choose(x.device, backend).run(x, y, method, resamples, seed, jackknife)
 
 

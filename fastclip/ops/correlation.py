@@ -10,7 +10,16 @@ NaN policy (`nan_policy`):
   "omit": pairs with a NaN in x or y are dropped, row by row (scipy's nan_policy="omit"; for Pearson, what scipy
           computes on the complete pairs).
 Degenerate input: a row whose x or y is constant (over the pairs used), or that keeps fewer than 2 pairs, gives NaN
-with a ConstantInputWarning / DegenerateInputWarning, as scipy. Rows shorter than 2 are an error.
+with a ConstantInputWarning (Pearson, Spearman) / DegenerateInputWarning, as scipy; Kendall's constant rows give NaN
+silently, as scipy.stats.kendalltau does. Rows shorter than 2 are an error. A row of exactly 2
+pairs gives exactly +1 or -1, as scipy promises.
+
+Extreme scales: Pearson divides each row by the power of two at or above its largest magnitude before it forms any
+moment, so values near 1e-300 or 1e300 neither underflow nor overflow (scipy scales by the largest deviation for the
+same reason). A power of two divides exactly, so results at ordinary scales are bit for bit those of the unscaled
+formula. A row whose spread is below eps**0.75 of its mean gets scipy's NearConstantInputWarning test and warning:
+inputs are promoted to float64 first, so the threshold is float64's (a float32 row scipy calls nearly constant is
+computed accurately here and does not warn).
 
 Implementations (backend=...):
   pearson:       "triton" (CUDA: one fused two-pass launch for all rows) and "reference" (torch; the CPU path).
@@ -44,6 +53,11 @@ _REFERENCE_CHUNK_ELEMENTS = 1 << 24
 
 class ConstantInputWarning(RuntimeWarning):
     """An input row is constant, so its correlation is undefined (NaN), as scipy.stats.ConstantInputWarning."""
+
+
+class NearConstantInputWarning(RuntimeWarning):
+    """An input row is nearly constant (spread below eps**0.75 of its mean), so the correlation may be inaccurate, as
+    scipy.stats.NearConstantInputWarning."""
 
 
 class DegenerateInputWarning(RuntimeWarning):
@@ -116,10 +130,16 @@ def finish(
     complete: torch.Tensor,
     constant: torch.Tensor,
     name: str,
+    near_constant: torch.Tensor | None = None,
+    *,
+    warn_constant: bool = True,
 ) -> torch.Tensor:
     """Apply the NaN policy and the degenerate-input rules to per-row results and shape them like the batch.
-    `complete` counts each row's pairs without a NaN, so fewer than n means the row holds a NaN."""
+    `complete` counts each row's pairs without a NaN, so fewer than n means the row holds a NaN. `near_constant`
+    (Pearson only) flags rows whose spread is lost in rounding."""
     value = value.to(torch.float64)
+    # Two points always lie on a line: the correlation is exactly +-1, whatever rounding did to the moments.
+    value = torch.where(complete == 2, value.round(), value)
     undefined = torch.zeros_like(complete, dtype=torch.bool)
     if pairs.nan_policy == "propagate":
         undefined = complete < pairs.x.shape[-1]
@@ -131,12 +151,21 @@ def finish(
             DegenerateInputWarning,
             stacklevel=3,
         )
-    if bool(constant.any()):
+    if warn_constant and bool(constant.any()):
         warnings.warn(
             f"{name}: an input is constant in {int(constant.sum())} row(s); the correlation is not defined there (NaN)",
             ConstantInputWarning,
             stacklevel=3,
         )
+    if near_constant is not None:
+        near_constant = near_constant & ~constant & ~too_few & ~undefined
+        if bool(near_constant.any()):
+            warnings.warn(
+                f"{name}: an input is nearly constant in {int(near_constant.sum())} row(s); the computed correlation "
+                "coefficient may be inaccurate",
+                NearConstantInputWarning,
+                stacklevel=3,
+            )
     value = value.masked_fill(undefined | too_few | constant, float("nan"))
     return value.reshape(pairs.batch_shape)
 
@@ -144,8 +173,25 @@ def finish(
 # --------------------------------------------------------------------------------------------------- Pearson
 
 
+# scipy's test for a row whose spread is lost in rounding: ||x - mean|| < eps**0.75 |mean| (float64).
+NEAR_CONSTANT_THRESHOLD = torch.finfo(torch.float64).eps ** 0.75
+
+
+def scaled_to_unit_magnitude(rows: torch.Tensor) -> torch.Tensor:
+    """Each row divided by the power of two at or above its largest finite-or-infinite magnitude (NaN ignored), so its
+    values lie in [-1, 1] and their squares neither overflow nor underflow. Dividing by a power of two is exact, so
+    a correlation of the scaled rows equals that of the rows themselves bit for bit wherever the latter is finite.
+    Rows of zeros, or holding an infinity, are left as they are."""
+    magnitude = torch.where(torch.isnan(rows), 0.0, rows.abs()).amax(-1, keepdim=True)
+    _, exponent = torch.frexp(torch.where(torch.isinf(magnitude), 0.0, magnitude))
+    # Two half steps: 2**1073 (for a subnormal largest magnitude) is itself beyond float64's range.
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(rows, -half), half - exponent)
+
+
 def _pearson_rows_reference(x: torch.Tensor, y: torch.Tensor):
-    """Pearson's r over the complete pairs of each row: two passes (means, then centred moments) in float64."""
+    """Pearson's r over the complete pairs of each row of rows already scaled to unit magnitude: two passes (means,
+    then centred moments) in float64. Returns (r, complete pairs, constant, nearly constant)."""
     incomplete = torch.isnan(x) | torch.isnan(y)
     if bool(incomplete.any()):
         complete = ~incomplete
@@ -159,18 +205,25 @@ def _pearson_rows_reference(x: torch.Tensor, y: torch.Tensor):
         y_constant = torch.where(complete, y, -inf).amax(-1) <= torch.where(complete, y, inf).amin(-1)
     else:  # the common case, without the masking
         count = torch.full(incomplete.shape[:-1], x.shape[-1], dtype=torch.int64, device=x.device)
-        dx = x - x.mean(-1, keepdim=True)
-        dy = y - y.mean(-1, keepdim=True)
+        mean_x = x.mean(-1, keepdim=True)
+        mean_y = y.mean(-1, keepdim=True)
+        dx = x - mean_x
+        dy = y - mean_y
         x_constant = x.amax(-1) <= x.amin(-1)
         y_constant = y.amax(-1) <= y.amin(-1)
-    r = (dx * dy).sum(-1) / ((dx * dx).sum(-1).sqrt() * (dy * dy).sum(-1).sqrt())
-    return r.clamp(-1.0, 1.0), count, x_constant | y_constant
+    norm_x = (dx * dx).sum(-1).sqrt()
+    norm_y = (dy * dy).sum(-1).sqrt()
+    r = (dx * dy).sum(-1) / (norm_x * norm_y)
+    near_constant = (norm_x < NEAR_CONSTANT_THRESHOLD * mean_x.squeeze(-1).abs()) | (
+        norm_y < NEAR_CONSTANT_THRESHOLD * mean_y.squeeze(-1).abs()
+    )
+    return r.clamp(-1.0, 1.0), count, x_constant | y_constant, near_constant
 
 
 def _pearson_rows_triton(x: torch.Tensor, y: torch.Tensor):
     from fastclip.kernels.pearson import pearson_fwd
 
-    return pearson_fwd(x, y)
+    return pearson_fwd(x, y, NEAR_CONSTANT_THRESHOLD)
 
 
 _PEARSON = OpDispatcher(
@@ -186,7 +239,10 @@ _PEARSON = OpDispatcher(
 def pearson_ref(x: torch.Tensor, y: torch.Tensor, *, nan_policy: str = "propagate") -> torch.Tensor:
     """Plain-PyTorch Pearson's r along the last dimension (the oracle and the CPU path)."""
     pairs = prepare_pairs(x, y, nan_policy, "pearson_ref")
-    return finish(pairs, *_pearson_rows_reference(pairs.x, pairs.y), "pearson_ref")
+    r, count, constant, near_constant = _pearson_rows_reference(
+        scaled_to_unit_magnitude(pairs.x), scaled_to_unit_magnitude(pairs.y)
+    )
+    return finish(pairs, r, count, constant, "pearson_ref", near_constant)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor, *, nan_policy: str = "propagate", backend: str = "auto") -> torch.Tensor:
@@ -200,8 +256,9 @@ def pearson(x: torch.Tensor, y: torch.Tensor, *, nan_policy: str = "propagate", 
     pairs = prepare_pairs(x, y, nan_policy, "pearson")
     if pairs.rows == 0:
         return torch.empty(pairs.batch_shape, dtype=torch.float64, device=pairs.x.device)
-    rows = _PEARSON.choose(pairs.x.device, backend).run(pairs.x, pairs.y)
-    return finish(pairs, *rows, "pearson")
+    run = _PEARSON.choose(pairs.x.device, backend).run
+    r, count, constant, near_constant = run(scaled_to_unit_magnitude(pairs.x), scaled_to_unit_magnitude(pairs.y))
+    return finish(pairs, r, count, constant, "pearson", near_constant)
 
 
 # -------------------------------------------------------------------------------------------------- Spearman
@@ -219,14 +276,16 @@ def _ranked_pairs(pairs: PairedRows, rank) -> tuple[torch.Tensor, torch.Tensor]:
     return rank_x, rank(torch.where(incomplete, nan, y), nan_policy="omit")
 
 
+# Ranks (half-integers from 1 to n) need no scaling, and their spread is never lost in rounding: the Pearson step's
+# near-constant flag is dropped.
 def _spearman_extension(pairs: PairedRows):
     rank_x, rank_y = _ranked_pairs(pairs, functools.partial(rank_average, backend="extension"))
-    return _PEARSON.choose(rank_x.device, "auto").run(rank_x, rank_y)
+    return _PEARSON.choose(rank_x.device, "auto").run(rank_x, rank_y)[:3]
 
 
 def _spearman_reference(pairs: PairedRows):
     rank_x, rank_y = _ranked_pairs(pairs, rank_average_ref)
-    return _pearson_rows_reference(rank_x, rank_y)
+    return _pearson_rows_reference(rank_x, rank_y)[:3]
 
 
 _SPEARMAN = OpDispatcher(
@@ -399,7 +458,8 @@ def kendall_tau_counts(x: torch.Tensor, y: torch.Tensor, *, backend: str = "auto
 def kendall_tau_b_ref(x: torch.Tensor, y: torch.Tensor, *, nan_policy: str = "propagate") -> torch.Tensor:
     """Plain-PyTorch Kendall tau-b from the O(n^2) pair signs (the oracle)."""
     pairs = prepare_pairs(x, y, nan_policy, "kendall_tau_b_ref")
-    return finish(pairs, *tau_b_from_counts(_kendall_counts_reference(*pairs.expanded())), "kendall_tau_b_ref")
+    counts = _kendall_counts_reference(*pairs.expanded())
+    return finish(pairs, *tau_b_from_counts(counts), "kendall_tau_b_ref", warn_constant=False)
 
 
 def kendall_tau_b(
@@ -416,4 +476,4 @@ def kendall_tau_b(
     if pairs.rows == 0:
         return torch.empty(pairs.batch_shape, dtype=torch.float64, device=pairs.x.device)
     counts = kendall_tau_counts(*pairs.expanded(), backend=backend)
-    return finish(pairs, *tau_b_from_counts(counts), "kendall_tau_b")
+    return finish(pairs, *tau_b_from_counts(counts), "kendall_tau_b", warn_constant=False)

@@ -23,7 +23,9 @@ NAN_POLICIES = ("propagate", "omit")
 
 
 def rank_average_ref(x: torch.Tensor, nan_policy: str = "propagate") -> torch.Tensor:
-    """Plain-PyTorch average ranks of a (..., n) float tensor along the last dimension (the oracle and fallback)."""
+    """Plain-PyTorch average ranks of a (..., n) tensor along the last dimension (the oracle and fallback). Integer
+    input is sorted as integers, so values beyond 2**53 keep their order; its ranks are float64."""
+    rank_dtype = x.dtype if x.is_floating_point() else torch.float64
     sorted_values, order = torch.sort(x, dim=-1, stable=True)  # NaNs sort last
     n = x.shape[-1]
     position = torch.arange(n, device=x.device).expand_as(sorted_values)
@@ -34,8 +36,8 @@ def rank_average_ref(x: torch.Tensor, nan_policy: str = "propagate") -> torch.Te
     ends_segment[..., :-1] = starts_segment[..., 1:]
     segment_start = torch.where(starts_segment, position, 0).cummax(dim=-1).values
     segment_end = torch.where(ends_segment, position, n).flip(-1).cummin(dim=-1).values.flip(-1)
-    average_rank = (segment_start + segment_end).to(x.dtype) / 2 + 1
-    ranks = torch.empty_like(x).scatter_(-1, order, average_rank)
+    average_rank = (segment_start + segment_end).to(rank_dtype) / 2 + 1
+    ranks = torch.empty(x.shape, dtype=rank_dtype, device=x.device).scatter_(-1, order, average_rank)
     is_nan = torch.isnan(x)
     ranks = ranks.masked_fill(is_nan, float("nan"))
     if nan_policy == "propagate":
@@ -62,22 +64,27 @@ def rank_average(x: torch.Tensor, *, nan_policy: str = "propagate", backend: str
     """Average ranks of `x` along its last dimension.
 
     Args:
-        x: floating tensor of shape (..., n); every leading index is an independent row.
+        x: real tensor of shape (..., n); every leading index is an independent row. Integers (and bools) are ranked
+            exactly, as scipy.stats.rankdata ranks them, also beyond 2**53.
         nan_policy: "propagate" or "omit" (see the module docstring).
         backend: "auto", "extension" or "reference".
 
     Returns:
-        Ranks with x's shape, float64 for float64 input and float32 otherwise. float32 ranks are exact up to
-        n = 2**23 (they are multiples of 0.5); longer rows are ranked in float64.
+        Ranks with x's shape, float32 for float16/bfloat16/float32 input and float64 otherwise. float32 ranks are
+        exact up to n = 2**23 (they are multiples of 0.5); longer rows are ranked in float64.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"rank_average: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 1:
         raise ValueError("rank_average: x must have at least one dimension (the one ranked along)")
-    if not x.is_floating_point():
-        raise TypeError(f"rank_average: x must be a floating tensor, got {x.dtype}; convert it with x.float()")
+    if x.is_complex():
+        raise TypeError(f"rank_average: x must hold real numbers, got {x.dtype}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"rank_average: nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    if not x.is_floating_point():
+        if x.numel() and max(int(x.max()), -int(x.min())) > 2**53:  # float64 would merge neighbours: sort as integers
+            return rank_average_ref(x.contiguous(), nan_policy)
+        x = x.to(torch.float64)
     exact_dtype = torch.float64 if x.dtype == torch.float64 or x.shape[-1] > 2**23 else torch.float32
     x = x.to(exact_dtype).contiguous()
     if x.numel() == 0:
