@@ -5,6 +5,7 @@ permutation test."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -105,6 +106,40 @@ def test_backends_agree_with_the_explicit_resampling_reference(method, n, jackkn
         for backend, value in results.items():
             assert torch.equal(torch.isnan(value), torch.isnan(expected)), backend
             torch.testing.assert_close(value, expected, rtol=0, atol=1e-12, equal_nan=True, msg=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pearson_distribution_does_not_depend_on_scale(backend):
+    """Scaled by 2**700 or 2**-800 (where a naive sum of squares overflows or underflows), every resample's Pearson
+    is the unit-scale one bit for bit: the rows are brought to unit magnitude by a power of two first."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 40, generator=generator, dtype=torch.float64)
+    y = torch.randn(40, generator=generator, dtype=torch.float64)
+    expected = bootstrap_distribution(x, y[None], method="pearson", resamples=64, seed=5, backend=backend)
+    assert bool(torch.isfinite(expected).all())
+    for scale_x, scale_y in ((2.0**700, 2.0**-800), (2.0**-1000, 2.0**900)):
+        scaled = bootstrap_distribution(
+            x * scale_x, y[None] * scale_y, method="pearson", resamples=64, seed=5, backend=backend
+        )
+        assert torch.equal(scaled, expected), (backend, scale_x, scale_y)
+
+
+def test_pearson_interval_at_scipys_extreme_scales():
+    """scipy's very small / extremely large pearsonr vectors: the interval is that of the same data at unit scale."""
+    vectors = [
+        ([0.004434375, 0.004756007, 0.003911996, 0.0038005, 0.003409971],
+         [2.48e-188, 7.41e-181, 4.09e-208, 2.08e-223, 2.66e-245]),
+        ([2.3e200, 4.5e200, 6.7e200, 8e200, 3.1e200, 5.0e200], [1.2e199, 5.5e200, 3.3e201, 1.0e200, 2.0e200, 9e200]),
+    ]  # fmt: skip
+    for x, y in vectors:
+        x, y = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+        unit_x, unit_y = x / x.abs().max(), y / y.abs().max()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateBootstrapWarning)  # n = 5 draws some all-tied resamples
+            result = bootstrap_ci(x, y, method="pearson", resamples=500, interval="percentile")
+            unit = bootstrap_ci(unit_x, unit_y, method="pearson", resamples=500, interval="percentile")
+        assert result.statistic.item() == pytest.approx(scipy.stats.pearsonr(x.numpy(), y.numpy())[0], rel=1e-14)
+        torch.testing.assert_close(result.distribution, unit.distribution, rtol=1e-12, atol=1e-14, equal_nan=True)
 
 
 def test_distribution_is_the_statistic_of_the_drawn_resamples():

@@ -95,7 +95,7 @@ def prepare_pairs(x, y, nan_policy: str, name: str) -> PairedRows:
             raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(value).__name__}")
         if value.dim() < 1:
             raise ValueError(f"{name}: {arg} must have at least one dimension (the one correlated along)")
-        if value.is_complex() or value.dtype == torch.bool:
+        if value.is_complex():
             raise TypeError(f"{name}: {arg} must hold real numbers, got {value.dtype}")
     if x.device != y.device:
         raise ValueError(f"{name}: x and y must be on the same device, got {x.device} and {y.device}")
