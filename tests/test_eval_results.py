@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import scipy.stats
@@ -12,16 +13,20 @@ import scipy.stats
 from fastclip.eval.benchmarks.noise_robustness import SIGMAS, noise_measurements
 from fastclip.eval.figure import write_figure
 from fastclip.eval.results import (
-    COLUMNS, Measurement, ResultsFileError, ResultsTable, UnitKey, make_rows, read_results_csv, read_results_jsonl,
+    COLUMNS, Measurement, Provenance, ResultsFileError, ResultsTable, TruncatedResultsWarning, UnitKey, make_rows,
+    read_results_csv, read_results_jsonl,
 )  # fmt: skip
 from fastclip.eval.stats import wilson_interval
 from fastclip.eval.summary import markdown_summary
 
 
-def _rows(epoch: int, value: float, *, samples_seen=1000) -> tuple[UnitKey, list[dict]]:
-    key = UnitKey("run-a", epoch, "zeroshot", "toyworld_heldout")
+PRODUCED_BY = Provenance("1234-5678", "0123456789abcdef")
+
+
+def _rows(epoch: int, value: float, *, samples_seen=1000, dataset="toyworld_heldout", provenance=PRODUCED_BY):
+    key = UnitKey("run-a", epoch, "zeroshot", dataset)
     measurements = [Measurement("top1", "", value, 0.1, 0.9, 256), Measurement("top5", "", 1 / 3, n=256)]
-    return key, make_rows(key, measurements, samples_seen=samples_seen, seconds=0.25)
+    return key, make_rows(key, measurements, samples_seen=samples_seen, seconds=0.25, provenance=provenance)
 
 
 def test_rows_round_trip_through_jsonl_and_csv(tmp_path):
@@ -38,6 +43,7 @@ def test_rows_round_trip_through_jsonl_and_csv(tmp_path):
         assert epoch2["value"] == 0.123456789012345  # no precision lost
         assert epoch2["samples_seen"] is None and read[0]["samples_seen"] == 1000
         assert math.isnan(read[3]["ci_low"]) and read[3]["n"] == 256 and read[3]["variant"] == ""
+        assert (read[1]["checkpoint"], read[1]["options"]) == ("1234-5678", "0123456789abcdef")
     assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[1])["ci_low"] is None  # NaN -> null
 
 
@@ -53,6 +59,57 @@ def test_incremental_has_and_replace(tmp_path):
     loaded.replace(*_rows(1, 0.75))  # a --force re-run replaces, never duplicates
     assert [row["value"] for row in loaded.rows if row["metric"] == "top1"] == [0.75]
     assert ResultsTable.load(tmp_path / "missing").rows == []
+
+
+def test_a_unit_is_current_only_for_the_checkpoint_and_options_it_was_measured_with(tmp_path):
+    table = ResultsTable()
+    key, rows = _rows(1, 0.5)
+    table.replace(key, rows)
+    table.save(tmp_path)
+    loaded = ResultsTable.load(tmp_path)
+    assert loaded.is_current(key, PRODUCED_BY)
+    assert not loaded.is_current(key, Provenance("1234-9999", PRODUCED_BY.options))  # a re-written checkpoint
+    assert not loaded.is_current(key, Provenance(PRODUCED_BY.checkpoint, "fedcba9876543210"))  # other options
+    assert not loaded.is_current(UnitKey("run-a", 2, "zeroshot", "toyworld_heldout"), PRODUCED_BY)
+
+
+def test_rows_written_before_provenance_existed_read_back_as_not_current(tmp_path):
+    key, rows = _rows(1, 0.5)
+    old = [{column: value for column, value in row.items() if column not in ("checkpoint", "options")} for row in rows]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in old))
+    loaded = ResultsTable.load(tmp_path)
+    assert loaded.has(key) and not loaded.is_current(key, PRODUCED_BY)
+    assert loaded.rows[0]["checkpoint"] is None and loaded.rows[0]["value"] == 0.5
+
+
+def test_a_cut_off_last_line_drops_its_unit_and_keeps_the_others(tmp_path):
+    table = ResultsTable()
+    table.replace(*_rows(1, 0.5))
+    key, rows = _rows(2, 0.75)
+    table.replace(key, rows)
+    table.save(tmp_path)
+    text = (tmp_path / "results.jsonl").read_text()
+    (tmp_path / "results.jsonl").write_text(text[: len(text) - 40])  # mid-way through epoch 2's second row
+    with pytest.warns(TruncatedResultsWarning, match=r"line 4 is cut off"):
+        loaded = ResultsTable.load(tmp_path)
+    assert [row["epoch"] for row in loaded.rows] == [1, 1]  # epoch 2's first row went with it: re-measured whole
+    assert not loaded.has(key)
+
+
+def test_mirrors_left_behind_by_a_crash_are_rewritten(tmp_path):
+    table = ResultsTable()
+    table.replace(*_rows(1, 0.5))
+    table.save(tmp_path)
+    csv_before = (tmp_path / "results.csv").read_text()
+    table.replace(*_rows(2, 0.75))
+    table.save(tmp_path)
+    (tmp_path / "results.csv").write_text(csv_before)  # as if killed between the two renames
+    jsonl_time = (tmp_path / "results.jsonl").stat().st_mtime_ns
+    os.utime(tmp_path / "results.csv", ns=(jsonl_time - 10**9, jsonl_time - 10**9))
+    loaded = ResultsTable.load(tmp_path)
+    assert loaded.repair_mirrors(tmp_path)
+    assert [row["epoch"] for row in read_results_csv(tmp_path / "results.csv")] == [1, 1, 2, 2]
+    assert not loaded.repair_mirrors(tmp_path)
 
 
 def test_save_leaves_no_temporary_files(tmp_path):

@@ -15,6 +15,7 @@ import torch
 
 from fastclip.eval.context import options_for_suite
 from fastclip.eval.figure import write_figure
+from fastclip.eval.provenance import IN_MEMORY, checkpoint_identity
 from fastclip.eval.runner import Evaluator
 from fastclip.eval.suite import load_suite
 from fastclip.models import ModelBundle
@@ -34,12 +35,17 @@ class TrainingEvaluation:
     def due(self, epoch: int) -> bool:
         return epoch % self.every == 0
 
-    def __call__(self, bundle: ModelBundle, run: str, epoch: int, samples_seen: int | None) -> None:
+    def __call__(
+        self, bundle: ModelBundle, run: str, epoch: int, samples_seen: int | None, checkpoint: Path | None = None
+    ) -> None:
+        """Evaluate the model in memory; `checkpoint` is the file just written of it, if any, so that a later
+        fastclip-eval of that file finds these rows current instead of measuring them again."""
         model = bundle.model
         was_training = model.training
         model.eval()
+        identity = IN_MEMORY if checkpoint is None else checkpoint_identity(checkpoint)
         try:
-            self.evaluator.evaluate_bundle(bundle, run, epoch, samples_seen)
+            self.evaluator.evaluate_bundle(bundle, run, epoch, samples_seen, checkpoint=identity)
         finally:
             model.train(was_training)
         write_figure(self.evaluator.report.table.rows, self.out_dir / "figure.png")

@@ -2,8 +2,10 @@
 
 Inputs are run folders (LOGS/NAME with checkpoints/epoch_N.pt, as fastclip-train and open_clip write them, or a
 folder holding epoch_N.pt itself) and checkpoint files (fastclip's, open_clip's, or bare state_dicts with --model).
-The unit of work is (run, epoch, benchmark, dataset): a unit already in results.jsonl is skipped unless `force`, and
-the table is rewritten atomically after every unit, so an interrupted evaluation resumes where it stopped.
+The unit of work is (run, epoch, benchmark, dataset): a unit already in results.jsonl, measured on the same checkpoint
+file with the same options (fastclip.eval.provenance), is skipped unless `force`; the table is rewritten atomically
+after every unit, so an interrupted evaluation, killed at any point, resumes where it stopped without losing or
+repeating a row.
 
 An `Evaluator` is one evaluation run: it loads every dataset of the suite first (a wrong layout fails before any
 checkpoint is read), keeps the decoded pixels for the whole run, and per checkpoint builds one context whose caches
@@ -27,9 +29,10 @@ from fastclip.eval.context import CheckpointContext, EvalData, EvalOptions
 from fastclip.eval.distributed import EvalWorld, barrier, broadcast, gather
 from fastclip.eval.errors import InputError
 from fastclip.eval.items import items_path, save_items
+from fastclip.eval.provenance import IN_MEMORY, checkpoint_identity, options_digest
 from fastclip.eval.registry import get_benchmark
 from fastclip.eval.results import (
-    ResultsTable, UnitKey, make_rows, read_results_jsonl, trials_csv_path, unit_key, write_trials_csv,
+    Provenance, ResultsTable, UnitKey, make_rows, read_results_jsonl, trials_csv_path, unit_key, write_trials_csv,
 )  # fmt: skip
 from fastclip.models import (
     CheckpointError, ModelBundle, checkpoint_epoch, find_checkpoints, load_checkpoint, load_model_from_checkpoint,
@@ -124,14 +127,26 @@ def default_out_dir(targets: Sequence[CheckpointTarget], inputs: Sequence[str | 
     return run_dirs[0] / "eval"
 
 
-def build_plan(options: EvalOptions) -> list[tuple[object, str]]:
-    """(benchmark instance with the suite's settings, dataset name) in suite order."""
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One (benchmark, dataset) of the suite, and the digest of the options its values depend on."""
+
+    benchmark: object
+    dataset: str
+    options: str
+
+
+def build_plan(options: EvalOptions) -> list[PlannedUnit]:
+    """The suite's (benchmark instance with the suite's settings, dataset name) pairs in suite order."""
     if options.suite is None:
         raise InputError("no suite to run")
     plan = []
     for spec in options.suite.benchmarks:
         benchmark = get_benchmark(spec.name, spec.settings)
-        plan += [(benchmark, dataset) for dataset in spec.datasets]
+        plan += [
+            PlannedUnit(benchmark, dataset, options_digest(options, spec.name, benchmark.settings, dataset))
+            for dataset in spec.datasets
+        ]
     return plan
 
 
@@ -166,50 +181,57 @@ class Evaluator:
         self.world = world
         self.plan = build_plan(options)
         self.data = EvalData(options)
-        for dataset in dict.fromkeys(dataset for _, dataset in self.plan):
+        for dataset in dict.fromkeys(unit.dataset for unit in self.plan):
             self.data.dataset(dataset)
         self.report = EvalReport(ResultsTable.load(self.out_dir))
+        if world.is_main:
+            self.report.table.repair_mirrors(self.out_dir)
         self.own_rows = ResultsTable()  # under torchrun: this rank's rows, kept in OUT/parts/rank<r>/ until merged
 
     def reload(self) -> None:
         """Re-read the main table (after rank 0 merged a round)."""
         self.report.table = ResultsTable.load(self.out_dir)
 
-    def units(self, run: str, epoch: int) -> list[tuple[object, str, UnitKey]]:
-        return [(b, d, UnitKey(run, epoch, b.name, d)) for b, d in self.plan]
-
-    def pending(self, run: str, epoch: int) -> list[tuple[object, str, UnitKey]]:
-        """Units missing from the table; with --force, every unit not yet evaluated by this Evaluator (so that
-        --follow --force re-evaluates each checkpoint once, not every round)."""
-        done = set(self.report.evaluated)
+    def units(self, run: str, epoch: int, checkpoint: str) -> list[tuple[object, str, UnitKey, Provenance]]:
         return [
-            unit for unit in self.units(run, epoch)
-            if (self.force and unit[2] not in done) or not self.report.table.has(unit[2])
+            (unit.benchmark, unit.dataset, UnitKey(run, epoch, unit.benchmark.name, unit.dataset),
+             Provenance(checkpoint, unit.options))
+            for unit in self.plan
         ]  # fmt: skip
 
-    def evaluate_target(self, target: CheckpointTarget, progress: tqdm | None = None) -> None:
-        todo = self.pending(target.run, target.epoch)
+    def pending(self, run: str, epoch: int, checkpoint: str) -> list[tuple[object, str, UnitKey, Provenance]]:
+        """Units the table lacks, or holds from another checkpoint file or other options; with --force, every unit
+        not yet evaluated by this Evaluator (so that --follow --force re-evaluates each checkpoint once, not every
+        round)."""
+        done = set(self.report.evaluated)
+        return [
+            unit for unit in self.units(run, epoch, checkpoint)
+            if (self.force and unit[2] not in done) or not self.report.table.is_current(unit[2], unit[3])
+        ]  # fmt: skip
+
+    def evaluate_target(self, target: CheckpointTarget, todo, progress: tqdm | None = None) -> None:
         if not todo:
             return
         bundle, meta = load_model_from_checkpoint(target.path, model_name=self.model_name, device=self.options.device)
-        self.evaluate_bundle(bundle, target.run, target.epoch, meta.get("samples_seen"), todo, progress)
+        self.evaluate_bundle(bundle, target.run, target.epoch, meta.get("samples_seen"), todo=todo, progress=progress)
 
     def evaluate_bundle(
-        self, bundle: ModelBundle, run: str, epoch: int, samples_seen: int | None, todo=None,
-        progress: tqdm | None = None,
+        self, bundle: ModelBundle, run: str, epoch: int, samples_seen: int | None, *, checkpoint: str = IN_MEMORY,
+        todo=None, progress: tqdm | None = None,
     ) -> None:  # fmt: skip
-        """Run the pending units of (run, epoch) on a model already in memory (the training hook calls this)."""
-        todo = self.pending(run, epoch) if todo is None else todo
+        """Run the pending units of (run, epoch) on a model already in memory (the training hook calls this, with
+        the identity of the checkpoint file it just wrote of that model, if any)."""
+        todo = self.pending(run, epoch, checkpoint) if todo is None else todo
         context = CheckpointContext(bundle, self.options, self.data)
-        for benchmark, dataset, key in todo:
+        for benchmark, dataset, key, provenance in todo:
             if progress is not None:
                 progress.set_postfix_str(f"epoch {epoch} {benchmark.name} {dataset}")
             start = time.perf_counter()
             output = benchmark.run(context, dataset)
             seconds = time.perf_counter() - start
-            self._record(key, output, samples_seen, seconds)
+            self._record(key, provenance, output, samples_seen, seconds)
 
-    def _record(self, key: UnitKey, output, samples_seen: int | None, seconds: float) -> None:
+    def _record(self, key: UnitKey, provenance: Provenance, output, samples_seen: int | None, seconds: float) -> None:
         if output.trials is not None:
             by_suffix = output.trials if isinstance(output.trials, dict) else {"": output.trials}
             for suffix, trials in by_suffix.items():
@@ -217,7 +239,7 @@ class Evaluator:
                 write_trials_csv(trials_csv_path(self.out_dir, key.dataset, subj), [{**t, "subj": subj} for t in trials])
         if output.items is not None:
             save_items(items_path(self.out_dir, key.benchmark, key.dataset, key.run, key.epoch), output.items)
-        rows = make_rows(key, output.measurements, samples_seen=samples_seen, seconds=seconds)
+        rows = make_rows(key, output.measurements, samples_seen=samples_seen, seconds=seconds, provenance=provenance)
         self.report.table.replace(key, rows)
         if self.world.distributed:
             self.own_rows.replace(key, rows)
@@ -229,16 +251,19 @@ class Evaluator:
     def round(self, targets: Sequence[CheckpointTarget]) -> int:
         """Evaluate this rank's share of the targets that have work (every world_size-th one), then merge on
         rank 0. Returns the number of units evaluated on all ranks."""
-        pending = {target: {key for _, _, key in self.pending(target.run, target.epoch)} for target in targets}
+        # Read each checkpoint's identity once per round: the units skipped and the rows written agree on it.
+        identity = {target: checkpoint_identity(target.path) for target in targets}
+        pending = {target: self.pending(target.run, target.epoch, identity[target]) for target in targets}
         with_work = [target for target in targets if pending[target]]
         self.report.skipped = [
-            key for target in targets for _, _, key in self.units(target.run, target.epoch) if key not in pending[target]
+            unit[2] for target in targets for unit in self.units(target.run, target.epoch, identity[target])
+            if unit not in pending[target]
         ]  # fmt: skip
         mine = with_work[self.world.rank :: self.world.world_size]
         before = len(self.report.evaluated)
         progress = tqdm(mine, desc="fastclip-eval", unit="ckpt", disable=not mine)
         for target in progress:
-            self.evaluate_target(target, progress)
+            self.evaluate_target(target, pending[target], progress)
         progress.close()
         new = self.report.evaluated[before:]
         if self.world.distributed:

@@ -223,15 +223,15 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
             ))
             completed = epoch + 1
             due = completed == args.epochs or (args.save_frequency > 0 and completed % args.save_frequency == 0)
-            if due and world.is_main:
-                path = checkpoint_dir / f"epoch_{completed}.pt"
+            path = checkpoint_dir / f"epoch_{completed}.pt" if due and world.is_main else None
+            if path is not None:
                 save_checkpoint(
                     path, model=model, optimizer=optimizer, epoch=completed, name=args.name, model_name=args.model,
                     model_cfg=bundle.model_cfg, samples_seen=progress.samples_seen, scaler=scaler,
                 )
                 log.info("saved %s", path)
             if evaluation is not None and evaluation.due(completed):
-                evaluation(bundle, args.name, completed, progress.samples_seen)
+                evaluation(bundle, args.name, completed, progress.samples_seen, checkpoint=path)
                 log.info("evaluated epoch %d with the suite %s: %s", completed, args.eval_suite, evaluation.out_dir)
         if world.is_main:  # fastclip-eval --follow stops after its next round
             (run_dir / DONE_MARKER).write_text(f"{args.epochs}\n")
