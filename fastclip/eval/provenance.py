@@ -40,7 +40,7 @@ def _jsonable(value: Any) -> Any:
         return dict(value)
     if isinstance(value, (set, frozenset)):
         return sorted(value)
-    raise TypeError(f"cannot hash an option of type {type(value).__name__}: {value!r}")
+    return repr(value)
 
 
 def options_digest(options: "EvalOptions", benchmark_name: str, settings: dict, dataset: str) -> str:
