@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -87,3 +90,21 @@ def test_bad_options_name_the_steps(device_run, capsys):
     with pytest.raises(SystemExit):
         device_run.main(["--budget", "measures=soon"])
     assert "expected STEP=SECONDS" in capsys.readouterr().err
+
+
+def test_a_stopped_run_stops_its_step_and_still_writes_every_step(device_run, tmp_path):
+    """The caller's own time limit (SIGTERM) ends the running step's process group and leaves a whole report."""
+    stopper = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    stopper.start()
+    try:
+        start = time.monotonic()
+        code = device_run.main(["--out", str(tmp_path), "--python", sys.executable, "--budget", "hangs=120"])
+    finally:
+        stopper.cancel()
+    assert code == 143 and time.monotonic() - start < 60
+    steps = {step["name"]: step for step in json.loads((tmp_path / "device.json").read_text())["steps"]}
+    assert list(steps) == [step.name for step in device_run.STEPS]
+    assert steps["hangs"]["status"] == "failed" and steps["hangs"]["reason"].startswith("interrupted")
+    assert "started" in steps["hangs"]["log_tail"]
+    assert steps["measures"]["reason"] == "not run: run.py was stopped"
+    assert signal.getsignal(signal.SIGTERM) is not device_run._interrupt  # the caller's handlers are back

@@ -146,27 +146,43 @@ def _copy_output(stream, log_handle, captured: list[str]) -> None:
         captured.append(line)
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT reached run.py (e.g. the caller's own time limit): the running step is stopped and the
+    report written before exiting."""
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop the step's whole process group (pytest, ninja, nvcc, DataLoader workers): TERM, then KILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _execute(command: list[str], env: dict, timeout: float, log_handle) -> tuple[int | None, str]:
-    """Run `command` in its own process group; (exit code or None when stopped at `timeout`, its output)."""
+    """Run `command` in a process group of its own (not a session of its own: whoever stops run.py's session stops
+    it too); (exit code, or None when stopped at `timeout`; its output)."""
     captured: list[str] = []
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True)
+                               stdin=subprocess.DEVNULL, text=True, errors="replace", **group)
     reader = threading.Thread(target=_copy_output, args=(process.stdout, log_handle, captured), daemon=True)
     reader.start()
     try:
         code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
-        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(process.pid, sig)  # the step's whole process group: pytest, ninja, nvcc, DataLoader workers
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _stop_group(process)
+    except Interrupted:
+        _stop_group(process)
+        reader.join(timeout=10)
+        raise Interrupted("".join(captured)) from None
     reader.join(timeout=10)
     return code, "".join(captured)
 
@@ -176,9 +192,15 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _not_run(step: Step, budget_s: float | None = None) -> dict:
+    """A step's record before it runs: skipped, no reason yet."""
+    return {"name": step.name, "needs_cuda": step.needs_cuda, "status": "skipped", "reason": "", "seconds": 0.0,
+            "budget_s": step.budget_s if budget_s is None else budget_s, "command": "", "returncode": None,
+            "figures": [], "facts": {}, "log_tail": ""}
+
+
 def run_step(step: Step, run: Run, budget_s: float, later_reserve_s: float, selected: bool, log_handle) -> dict:
-    result = {"name": step.name, "needs_cuda": step.needs_cuda, "status": "skipped", "reason": "", "seconds": 0.0,
-              "budget_s": budget_s, "command": "", "returncode": None, "figures": [], "facts": {}, "log_tail": ""}
+    result = _not_run(step, budget_s)
     if not selected:
         result["reason"] = "not selected (--only)"
         return result
@@ -203,7 +225,12 @@ def run_step(step: Step, run: Run, budget_s: float, later_reserve_s: float, sele
     sys.stdout.write(header)
     log_handle.write(header)
     start = time.monotonic()
-    code, output = _execute(command, env, timeout, log_handle)
+    try:
+        code, output = _execute(command, env, timeout, log_handle)
+    except Interrupted as interruption:
+        result.update(status="failed", reason="interrupted: run.py was stopped during this step",
+                      seconds=round(time.monotonic() - start, 1), log_tail=str(interruption)[-LOG_TAIL_CHARS:])
+        raise Interrupted(result) from None
     result["seconds"] = round(time.monotonic() - start, 1)
     result["returncode"] = code
     result["log_tail"] = output[-LOG_TAIL_CHARS:]
@@ -332,6 +359,10 @@ def parse_args(argv):
     return args, only, budgets
 
 
+def _interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
     args, only, budgets = parse_args(argv)
     if args.list:
@@ -339,6 +370,16 @@ def main(argv=None) -> int:
                           for s in STEPS]))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
+    try:
+        return _run_all(args, only, budgets)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_all(args, only: set, budgets: dict) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fastclip_device_") as work:
         run = Run(python=args.python, out=args.out, work=Path(work), dry_run=args.dry_run,
@@ -353,8 +394,19 @@ def main(argv=None) -> int:
             chosen = [step for step in STEPS if not only or step.name in only or step.name == "environment"]
             for index, step in enumerate(STEPS):
                 later_reserve = 0.0 if args.dry_run else sum(s.reserve_s for s in chosen if STEPS.index(s) > index)
-                result = run_step(step, run, budgets.get(step.name, step.budget_s), later_reserve, step in chosen,
-                                  log_handle)
+                try:
+                    result = run_step(step, run, budgets.get(step.name, step.budget_s), later_reserve,
+                                      step in chosen, log_handle)
+                except Interrupted as interruption:
+                    if isinstance(interruption.args[0], dict):  # the step's record, from run_step
+                        report["steps"].append(interruption.args[0])
+                    report["steps"] += [
+                        {**_not_run(later), "reason": "not run: run.py was stopped"}
+                        for later in STEPS if later.name not in {done["name"] for done in report["steps"]}]
+                    report["seconds"] = round(time.monotonic() - started, 1)
+                    write_report(report, args.out)
+                    print(f"----- {step.name}: interrupted; wrote {args.out / 'device.json'}", flush=True)
+                    return 143
                 log_handle.flush()
                 report["steps"].append(result)
                 if step.name == "environment":
