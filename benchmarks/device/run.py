@@ -277,6 +277,9 @@ def _step_summary(step: dict) -> str:
         parts.append(f"goals met {sum(bool(row['meets']) for row in goals)}/{len(goals)}")
     if checks:
         parts.append(f"checks ok {sum(row['check'] == 'ok' for row in checks)}/{len(checks)}")
+    if step["name"] == "environment":
+        facts = step["facts"]
+        parts.append(f"{facts['gpu']} ({facts.get('capability')})" if facts.get("gpu") else "no CUDA device visible")
     parts += step["facts"].get("setup", [])
     if step["reason"]:
         parts.append(step["reason"])
