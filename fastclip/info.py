@@ -1,4 +1,5 @@
-"""`python -m fastclip.info`: versions, devices, extension / Triton / DALI status, and the backend of every op."""
+"""`python -m fastclip.info`: versions, devices, extension / Triton / DALI status, the CUDA archs the extension was
+built for and the CUDA toolkits found (with why one is not used), and the backend of every op."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 import torch
 
 import fastclip
-from fastclip import _ext, _triton
+from fastclip import _ext, _triton, cuda_toolkit
+from fastclip.cuda_archs import format_cuda_archs, image_for
 
 
 def _dali_status() -> str:
@@ -30,6 +32,37 @@ def _open_clip_status() -> str:
     except Exception as exc:
         return f"not importable: {type(exc).__name__}: {exc}"
     return open_clip.__version__
+
+
+def _extension_cuda_lines(cuda_devices: int) -> list[str]:
+    """What the extension's CUDA part was built for, and which code of it each visible GPU runs."""
+    archs = _ext.built_cuda_archs()
+    if archs is None:
+        return ["cuda archs    unknown: this build predates fastclip recording them; rebuild to see them"]
+    if not archs:
+        return [f"cuda archs    none: CPU-only build ({_ext.cpu_only_reason() or 'no reason recorded'})"]
+    lines = [f"cuda archs    {format_cuda_archs(archs)} (compiled with CUDA {_ext.built_cuda_version()})"]
+    for index in range(cuda_devices):
+        capability = tuple(torch.cuda.get_device_capability(index))
+        image = image_for(archs, capability)
+        runs = image if image is not None else (
+            "NO code for this GPU: ops fall back to their next backend; " + _ext.rebuild_hint(capability))
+        lines.append(f"              cuda:{index} (compute capability {capability[0]}.{capability[1]}) runs {runs}")
+    return lines
+
+
+def _toolkit_lines() -> list[str]:
+    """Every CUDA toolkit found and whether it can build the CUDA kernels: a mismatch is reported, not skipped."""
+    toolkits = cuda_toolkit.find_toolkits()
+    if not toolkits:
+        return ["cuda toolkit  none found (CUDA_HOME, CUDA_PATH, /usr/local/cuda, nvcc on PATH): CPU-only builds"]
+    lines = []
+    for toolkit in toolkits:
+        reason = cuda_toolkit.why_not_usable(toolkit, torch.version.cuda)
+        verdict = "can build the CUDA kernels" if reason is None else f"NOT usable: {reason}"
+        label = "cuda toolkit" if not lines else ""
+        lines.append(f"{label:<14}{toolkit.home} ({toolkit.version_text}, found by {toolkit.found_by}): {verdict}")
+    return lines
 
 
 def load_all_ops() -> dict:
@@ -59,6 +92,7 @@ def report() -> str:
     error = _ext.load_error()
     if error is None:
         lines.append("extension     fastclip._C loaded")
+        lines.extend(_extension_cuda_lines(cuda_devices))
     else:
         lines.append(f"extension     NOT loaded: {error}")
         lines.append(f"              {_ext.BUILD_HINT}")
@@ -68,6 +102,7 @@ def report() -> str:
         lines.append(f"triton        {_triton.triton_version()}{mode}")
     else:
         lines.append(f"triton        not importable: {triton_error}")
+    lines.extend(_toolkit_lines())
     lines.append(f"dali          {_dali_status()}")
     lines.append("")
     lines.append("op backends (what backend='auto' picks):")

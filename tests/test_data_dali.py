@@ -15,7 +15,12 @@ from fastclip.data.dali import DaliDecoder, dali_import_error
 from fastclip.data.sources import open_webdataset
 from fastclip.data.streaming import StreamingTrainData, choose_backend
 from fastclip.data.webdataset import decode_rgb, eval_transform, normalize_on_device, to_uint8_chw
-from tests.wds_fixtures import (
+
+if dali_import_error() is not None:
+    # Before the fixtures' import: they need PIL, which a machine without DALI may lack as well.
+    pytest.skip(dali_import_error(), allow_module_level=True)
+
+from tests.wds_fixtures import (  # noqa: E402
     bad_huffman_table_jpeg,
     encode,
     jpeg,
@@ -26,8 +31,6 @@ from tests.wds_fixtures import (
     write_zoo_shard,
     zoo_samples,
 )
-
-pytestmark = pytest.mark.skipif(dali_import_error() is not None, reason=f"{dali_import_error()}")
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,15 +1,64 @@
-"""What the GPU check scripts of benchmarks/device/ share: CUDA-event timing and the markdown result table.
+"""What the GPU steps of benchmarks/device/ share: CUDA-event timing, the markdown table, and the figures file that
+run.py gathers into $OUT/device.json.
 
-The scripts run as `python benchmarks/device/<name>.py`, so this folder is on sys.path and `from _common import ...`
+The steps run as `python benchmarks/device/<name>.py`, so this folder is on sys.path and `from _common import ...`
 finds this file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import sys
 from typing import Callable, Sequence
 
 import torch
+
+FIGURES_ENV = "FASTCLIP_DEVICE_FIGURES"
+# A step that cannot run here (a package or the device it needs is missing) exits with this code, after printing
+# why; run.py records the step as skipped with that line (the automake convention for a skipped test).
+SKIP_EXIT_CODE = 77
+
+
+class Figures:
+    """A step's measured rows and facts, rewritten to $FASTCLIP_DEVICE_FIGURES after every change, so that a step
+    stopped at its time budget still hands run.py what it measured so far."""
+
+    def __init__(self) -> None:
+        self.path = os.environ.get(FIGURES_ENV)
+        self.rows: list[dict] = []
+        self.facts: dict = {}
+
+    def add(self, name: str, value: float | None, unit: str, goal: str = "", meets: bool | None = None,
+            check: str = "") -> None:
+        """One measured figure: what was measured, its value and unit, the goal it answers to and whether it meets
+        it (None: no goal), and the correctness check that came with it ("ok", "MISMATCH", "")."""
+        self.rows.append({"name": name, "value": value, "unit": unit, "goal": goal, "meets": meets, "check": check})
+        self._write()
+
+    def fact(self, key: str, value) -> None:
+        self.facts[key] = value
+        self._write()
+
+    def _write(self) -> None:
+        if not self.path:
+            return
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump({"rows": self.rows, "facts": self.facts}, handle, indent=1)
+        os.replace(temporary, self.path)
+
+
+def skip_step(reason: str) -> None:
+    """End this step as skipped (see SKIP_EXIT_CODE), saying why in one line."""
+    print(f"skipped: {reason}", flush=True)
+    sys.exit(SKIP_EXIT_CODE)
+
+
+def require_cuda(step: str) -> None:
+    if not torch.cuda.is_available():
+        skip_step(f"{step} needs a CUDA device; none is visible")
 
 
 def time_ms(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2) -> float:

@@ -1,5 +1,6 @@
-"""GPU check and timing of issue 6's ops (run by metrics.sh): each GPU result against the CPU path, then the three
-goals, timed with CUDA events (median of several calls after a warm-up). Prints one table last.
+"""GPU check and timing of issue 6's ops (a step of run.py): each GPU result against the CPU path, then the three
+goals, timed with CUDA events (median of several calls after a warm-up). Prints one table last; every row is also
+recorded as a figure for device.json.
 
   bootstrap   10,000-resample paired BCa CI of Spearman at n = 3,000 (torch counts path)     goal <= 50 ms
   kendall     Kendall tau-b of 24 x 10,125 against one vector (tiled Triton pair count)        goal <= 20 ms
@@ -9,6 +10,7 @@ plus Spearman and Pearson on 24 x 10,125 and Kendall at n = 100,000 (sort-based 
 
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from fastclip.ops import bootstrap_ci, kendall_tau_b, pearson, saliency_metrics, spearman
 from fastclip.ops.bootstrap import bootstrap_distribution
 
-from _common import time_ms
+from _common import Figures, require_cuda, time_ms
 
 DEVICE = torch.device("cuda")
 
@@ -48,9 +50,16 @@ def check(name: str, gpu: torch.Tensor, cpu: torch.Tensor, atol: float) -> str:
     return "ok" if ok else "MISMATCH"
 
 
-def main() -> None:
+def main() -> int:
+    require_cuda("metrics")
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    figures = Figures()
     rows = []
+
+    def record(name: str, ms: float, goal: float | None, status: str) -> None:
+        rows.append((name, ms, goal, status))
+        figures.add(name, ms, "ms", "" if goal is None else f"<= {goal:.0f} ms", None if goal is None else ms <= goal,
+                    status)
 
     x, y = layer_data(1, 3000, seed=2)
     gx, gy = x.to(DEVICE), y.to(DEVICE)
@@ -61,19 +70,19 @@ def main() -> None:
     status = status if status != "ok" else check("bootstrap BCa bounds", torch.stack([result.low, result.high]),
                                                  torch.stack([expected.low, expected.high]), 1e-12)
     ms = time_ms(lambda: bootstrap_ci(gx[0], gy, method="spearman"), repeats=5)
-    rows.append(("bootstrap Spearman BCa, n=3000, R=10000", ms, 50.0, status))
+    record("bootstrap Spearman BCa, n=3000, R=10000", ms, 50.0, status)
 
     layers, human = layer_data(24, 10_125, seed=0)
     gl, gh = layers.to(DEVICE), human.to(DEVICE)
     for name, fn, goal in [("kendall", kendall_tau_b, 20.0), ("spearman", spearman, None), ("pearson", pearson, None)]:
         status = check(f"{name} 24x10125", fn(gl, gh), fn(layers, human), 1e-12)
-        rows.append((f"{name} tau/rho 24 x 10125", time_ms(lambda: fn(gl, gh)), goal, status))
+        record(f"{name} tau/rho 24 x 10125", time_ms(lambda: fn(gl, gh)), goal, status)
 
     big, scores = layer_data(1, 100_000, seed=1)
     status = check("kendall n=100000 (sort-based)", kendall_tau_b(big.to(DEVICE), scores.to(DEVICE)),
                    kendall_tau_b(big, scores), 1e-12)
-    rows.append(("kendall tau-b n=100000", time_ms(lambda: kendall_tau_b(big.to(DEVICE), scores.to(DEVICE)), repeats=5),
-                 None, status))  # fmt: skip
+    record("kendall tau-b n=100000", time_ms(lambda: kendall_tau_b(big.to(DEVICE), scores.to(DEVICE)), repeats=5),
+           None, status)
 
     maps, fixations, pred = synthetic_maps(1003)
     small = slice(0, 12)
@@ -86,14 +95,15 @@ def main() -> None:
         if check(f"saliency {metric}", gpu_scores[metric], cpu_scores[metric], 1e-9) != "ok":
             status = "MISMATCH"
     ms = time_ms(lambda: saliency_metrics(pred, fixation_map=maps, fixations=fixations, seed=0), repeats=3, warmup=1)
-    rows.append(("all 8 saliency metrics, 1003 maps 768x1024", ms, 1000.0, status))
+    record("all 8 saliency metrics, 1003 maps 768x1024", ms, 1000.0, status)
 
     print()
     print(f"{'workload':<46} {'ms':>10} {'goal ms':>9} {'meets':>6} {'GPU = CPU':>10}")
     for name, ms, goal, status in rows:
         meets = "-" if goal is None else ("yes" if ms <= goal else "NO")
         print(f"{name:<46} {ms:>10.2f} {('-' if goal is None else f'{goal:.0f}'):>9} {meets:>6} {status:>10}")
+    return 0 if all(status == "ok" for *_, status in rows) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,7 +18,6 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fastclip.eval.errors import InputError
 
@@ -71,6 +70,8 @@ def _decode_many(paths: Sequence[str | os.PathLike], mode: str, size: Size, desc
     size = check_size(size)
     if not paths:
         raise ValueError("no image files to decode")
+    from tqdm import tqdm  # here, not at import: the GPU machine's CUDA tests import this module without tqdm
+
     threads = max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(paths)))
     out: torch.Tensor | None = None
     with ThreadPoolExecutor(threads) as pool, tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
