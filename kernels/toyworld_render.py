@@ -19,6 +19,9 @@ from ._launch import Capability, LaunchConfig, device_capability
 
 def launch_config(capability: Capability | None = None) -> LaunchConfig:
     """The launch configuration on a GPU of this compute capability (None: the CPU interpreter)."""
+    # 102 regs, no spills (32 B of stack: sin/cos range reduction), 2 KiB smem, 16 warps/SM on sm_90 (audit, triton
+    # 3.8). The closed form is arithmetic-bound and its goal asks for 0.2% of the roofline, so registers are spent on
+    # keeping the per-pixel maths in flight rather than on occupancy.
     return LaunchConfig(block=256, num_warps=4, num_stages=3)
 
 
