@@ -609,7 +609,8 @@ def audit_cuda(source_dir: Path, say: Callable[[str], None]) -> list[AuditRow]:
             )
             bounds = parse_max_threads(subprocess.run([cuobjdump, "-elf", obj], capture_output=True, text=True).stdout)
         seconds = time.perf_counter() - start
-        for (arch, function), (registers, stack, shared) in sorted(usage.items()):
+        by_arch = sorted(usage.items(), key=lambda item: (_target_cc(item[0][0]), item[0][1]))
+        for (arch, function), (registers, stack, shared) in by_arch:
             threads = bounds.get((arch, function))
             row = AuditRow(
                 _readable_kernel_name(function),

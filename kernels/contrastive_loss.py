@@ -280,12 +280,12 @@ def _siglip_loss_fwd_kernel(
     e = tl.exp(-tl.abs(z))
     softplus = tl.maximum(z, 0.0) + _log1p(e)
     pid = tl.program_id(0)
-    tl.store(LOSS_PART + pid, tl.sum(tl.sum(tl.where(off_diag, softplus, 0.0), 1), 0))
+    tl.store(LOSS_PART + pid, tl.sum(tl.where(off_diag, softplus, 0.0)))
     if NEED_GRAD:
         inv = 1.0 / (1.0 + e)
         sigmoid = tl.where(off_diag, tl.where(z >= 0, inv, e * inv), 0.0)
-        tl.store(DS_PART + pid, tl.sum(tl.sum(sigmoid * c, 1), 0))
-        tl.store(DB_PART + pid, tl.sum(tl.sum(sigmoid, 1), 0))
+        tl.store(DS_PART + pid, tl.sum(sigmoid * c))
+        tl.store(DB_PART + pid, tl.sum(sigmoid))
         g = sigmoid * tl.load(GRAD_COEF).to(tl.float32)
         g_ptrs = G + rows[:, None].to(tl.int64) * stride_g + cols[None, :]
         tl.store(g_ptrs, g.to(G.dtype.element_ty), mask=in_range)
