@@ -271,28 +271,33 @@ def _tile_label(cfg) -> str:
     return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages}"
 
 
-def _contrastive_cases(capability: Capability, dims: tuple[int, ...]) -> list[TritonCase]:
+def _contrastive_cases(capability: Capability, dims: tuple[int, ...], production: bool) -> list[TritonCase]:
     from fastclip.kernels import contrastive_loss as kernels
 
+    # Triton specialises integer arguments divisible by 16 (and pointers aligned to 16 B): the goal shapes compile
+    # one kernel, a batch like 32,767 (its chunk 4,095 rows, rank offset 17) another, audited outside --production.
+    shapes = [(GOAL_CHUNK_ROWS, GOAL_BATCH, 0, dim, "") for dim in dims]
+    if not production:
+        shapes.append((GOAL_CHUNK_ROWS - 1, GOAL_BATCH - 1, 17, GOAL_DIM, ", B = 32767"))
     cases = []
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        for dim in dims:
-            x = _meta(GOAL_CHUNK_ROWS, dim, dtype=dtype)
-            y = _meta(GOAL_BATCH, dim, dtype=dtype)
+        for rows, batch, diag_start, dim, shape_note in shapes:
+            x = _meta(rows, dim, dtype=dtype)
+            y = _meta(batch, dim, dtype=dtype)
             scalar = _meta(1)
-            row_stats, col_stats = _meta(GOAL_CHUNK_ROWS), _meta(GOAL_BATCH)
+            row_stats, col_stats = _meta(rows), _meta(batch)
             configs = {name: kernels.default_config(capability, dtype, name, dim) for name in kernels.KERNELS}
 
-            def fwd(x=x, y=y, scalar=scalar, cfg=configs["clip_fwd"]):
-                kernels.clip_loss_fwd(x, y, scalar, 0, cfg)
+            def fwd(x=x, y=y, scalar=scalar, cfg=configs["clip_fwd"], diag_start=diag_start):
+                kernels.clip_loss_fwd(x, y, scalar, diag_start, cfg)
 
-            def bwd(x=x, y=y, scalar=scalar, cfg=configs["clip_bwd"]):
-                kernels.clip_loss_bwd(x, y, scalar, 0, row_stats, row_stats, col_stats, col_stats, cfg)
+            def bwd(x=x, y=y, scalar=scalar, cfg=configs["clip_bwd"], diag_start=diag_start, r=row_stats, c=col_stats):
+                kernels.clip_loss_bwd(x, y, scalar, diag_start, r, r, c, c, cfg)
 
-            def siglip(need_grad, x=x, y=y, scalar=scalar, cfg=configs["siglip_fwd"]):
-                kernels.siglip_loss_fwd(x, y, scalar, scalar, 0, scalar if need_grad else None, cfg)
+            def siglip(need_grad, x=x, y=y, scalar=scalar, cfg=configs["siglip_fwd"], diag_start=diag_start):
+                kernels.siglip_loss_fwd(x, y, scalar, scalar, diag_start, scalar if need_grad else None, cfg)
 
-            name = _dtype_name(dtype)
+            name = _dtype_name(dtype) + shape_note
             cases += [
                 TritonCase("clip_loss_fwd", _tile_label(configs["clip_fwd"]), name, dim, fwd),
                 TritonCase("clip_loss_bwd", _tile_label(configs["clip_bwd"]), name, dim, bwd),
@@ -409,7 +414,7 @@ def triton_cases(capability: Capability, production: bool) -> list[TritonCase]:
     shapes only (D = GOAL_DIM, the image dtypes the evaluation feeds)."""
     dims = (GOAL_DIM,) if production else ALL_DIMS
     return (
-        _contrastive_cases(capability, dims)
+        _contrastive_cases(capability, dims, production)
         + _gaussian_noise_cases(capability, production)
         + _cue_conflict_cases(capability)
         + _toyworld_cases(capability)
@@ -749,13 +754,13 @@ def main(argv: list[str] | None = None) -> int:
         rows += audit_cuda(Path(__file__).resolve().parent.parent / "csrc", say)
     seconds = time.perf_counter() - start
     env = environment()
-    args_line = "python -m fastclip.kernels.audit " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--update-results")
-        and a != str(args.update_results) and a != "--markdown"
+    # The command that reproduces these rows (output options left out).
+    args_line = f"python -m fastclip.kernels.audit --targets {args.targets}" + " --production" * args.production + (
+        " --no-cuda" * args.no_cuda
     )
     failed = [row for row in rows if not row.passed]
     if args.markdown:
-        print(markdown_section(rows, env, args_line.strip(), seconds))
+        print(markdown_section(rows, env, args_line, seconds))
     else:
         print(format_table(rows, markdown=False))
     if args.roofline:
@@ -772,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_results is not None:
         text = args.update_results.read_text()
         text = replace_between_markers(
-            text, *audit_markers(env["triton"]), markdown_section(rows, env, args_line.strip(), seconds)
+            text, *audit_markers(env["triton"]), markdown_section(rows, env, args_line, seconds)
         )
         if args.roofline:
             from fastclip.kernels.roofline import ROOFLINE_MARKERS, format_roofline

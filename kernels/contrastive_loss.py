@@ -57,44 +57,49 @@ _INTERPRETER_CONFIG = TileConfig(block_m=32, block_n=32, block_k=32, num_warps=4
 
 def gpu_configs(capability: Capability, dtype: torch.dtype, dim: int | None = None) -> dict[str, TileConfig]:
     """The configuration each kernel of KERNELS launches with on a GPU of this compute capability, for features
-    of this dtype and width D. `python -m fastclip.kernels.audit` compiles exactly these for sm_80/90/100.
+    of this dtype and width D (D changes nothing today: every width in use compiles spill-free with these).
+    `python -m fastclip.kernels.audit` compiles exactly these for sm_80/90/100.
 
-    Chosen from the audit's numbers (triton 3.8, D = 768; registers per thread, shared memory per block, resident
-    warps per SM; every one of them also compiles without spills at D = 512/1024/1152 and under triton 3.6). All
-    are 8-warp tensor-core tiles with 3 pipeline stages unless said otherwise; what differs is what keeps each
-    kernel's fp32 epilogue (the tile's exponentials and the sums beside the accumulator) within 255 registers.
+    Chosen from the audit's numbers: registers per thread, shared memory per block and resident warps per SM at
+    D = 768 under triton 3.8 (3.6 in brackets where it differs); every one also compiles without spills at
+    D = 512/1024/1152, for an unaligned batch, and for sm_100. All are 8-warp tensor-core tiles with 2-3 pipeline
+    stages; what differs is what keeps each kernel's fp32 epilogue (the tile's exponentials and the sums beside
+    the accumulator) within 255 registers.
     """
     half = dtype in (torch.float16, torch.bfloat16)
     hopper = capability >= (9, 0)
     if half and hopper:
         return {
-            # 171 regs, 73 KiB smem, 8 warps/SM; wgmma keeps the accumulator lean enough for 64-wide K steps.
+            # 171 [174] regs, 73 KiB smem, 8 warps/SM; wgmma keeps the accumulator lean enough for 64-wide K steps.
             "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, num_stages=3),
-            # 178 regs, 97 KiB, 8 warps/SM: G is compute-bound (2·D FLOPs per 2-byte store), so the full
+            # 178 [174] regs, 97 KiB, 8 warps/SM: G is compute-bound (2·D FLOPs per 2-byte store), so the full
             # 128 x 128 tensor-core tile.
             "clip_bwd": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
-            # 192 regs, 73 KiB, 8 warps/SM. At 128 x 128 (the G kernel's tile) the softplus, sigmoid and three
-            # sums need 255 regs + 668 B of spills per thread: half the columns per program halves them.
+            # 196 [216] regs, 73 KiB, 8 warps/SM. At 128 x 128 (the G kernel's tile) the softplus, sigmoid and
+            # three sums took 255 regs + 668 B of spill traffic per thread: half the columns per program fit.
             "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, num_stages=3),
         }
     if half:
         # sm_8x: mma.sync holds both operands' K slices in registers, so K steps of 32, not 64: the forward drops
-        # from 255 regs + 64 B of spills to 165 regs (24 KiB smem), the G kernel from 174 to 128 regs (32 KiB,
-        # 16 warps/SM), SigLIP's forward (128 x 64) to 190 regs; all fit sm_86/89's 99 KiB per block.
+        # from 255 regs + 64 B of spill traffic to 165 [195] regs (24 KiB smem, 8 warps/SM), the G kernel from 174
+        # to 128 regs (32 KiB, 16 warps/SM), SigLIP's forward (128 x 64) to 112 [193] regs; all fit sm_86/89's
+        # 99 KiB per block.
         return {
             "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
             "clip_bwd": TileConfig(block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3),
             "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
         }
     if hopper:
-        # float32 (three TF32 products per dot): 188 / 135 / 194 regs, 81 / 57 / 57 KiB, 8 warps/SM.
+        # float32 (three TF32 products per dot): 188 [226] / 135 [147] / 183 [202] regs, 81 / 57 / 57 KiB,
+        # 8 warps/SM each.
         return {
             "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
             "clip_bwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
             "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
         }
-    # float32 on sm_8x: the hi/lo TF32 splits of 32-wide K slices overflow registers (forward 255 regs + 76 B
-    # spills, G 255 regs); K steps of 16 give 171 / 128 / 140 regs, 36 KiB each, 8 / 16 / 8 warps/SM.
+    # float32 on sm_8x: the hi/lo TF32 splits of 32-wide K slices overflow registers (forward 255 regs + 76 B of
+    # spill traffic, G 255 regs); K steps of 16 give 171 [173] / 128 [100] / 141 [209] regs, 36 KiB each,
+    # 8 / 16 / 8 warps/SM.
     return {
         "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
         "clip_bwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
