@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import Capability, device_capability
+
 LOG2E = 1.4426950408889634
 
 
@@ -46,18 +48,74 @@ class TileConfig:
     split_n: int | None = None
 
 
-def default_config(device: torch.device, dtype: torch.dtype, kernel: str = "tile") -> TileConfig:
-    """Tile sizes for kernel "clip_fwd" or "tile" (the G kernels): tensor-core GEMM tiles on a GPU, small ones for
-    the CPU interpreter. The forward keeps two reductions and three running rows in registers besides the
-    accumulator, hence its narrower column block."""
-    if device.type != "cuda":
-        return TileConfig(block_m=32, block_n=32, block_k=32, num_warps=4, num_stages=1, split_n=2)
+# Kernel names of gpu_configs; "tile" is the name the op used for the one configuration of both G kernels.
+KERNELS = ("clip_fwd", "clip_bwd", "siglip_fwd")
+_KERNEL_ALIASES = {"tile": "clip_bwd"}
+# The CPU interpreter ignores warps and stages; small tiles keep its numpy work short.
+_INTERPRETER_CONFIG = TileConfig(block_m=32, block_n=32, block_k=32, num_warps=4, num_stages=1, split_n=2)
+
+
+def gpu_configs(capability: Capability, dtype: torch.dtype, dim: int | None = None) -> dict[str, TileConfig]:
+    """The configuration each kernel of KERNELS launches with on a GPU of this compute capability, for features
+    of this dtype and width D (D changes nothing today: every width in use compiles spill-free with these).
+    `python -m fastclip.kernels.audit` compiles exactly these for sm_80/90/100.
+
+    Chosen from the audit's numbers: registers per thread, shared memory per block and resident warps per SM at
+    D = 768 under triton 3.8 (3.6 in brackets where it differs); every one also compiles without spills at
+    D = 512/1024/1152, for an unaligned batch, and for sm_100. All are 8-warp tensor-core tiles with 2-3 pipeline
+    stages; what differs is what keeps each kernel's fp32 epilogue (the tile's exponentials and the sums beside
+    the accumulator) within 255 registers.
+    """
     half = dtype in (torch.float16, torch.bfloat16)
-    if kernel == "clip_fwd":
-        return TileConfig(block_m=128, block_n=64, block_k=64 if half else 32, num_warps=8, num_stages=3)
+    hopper = capability >= (9, 0)
+    if half and hopper:
+        return {
+            # 171 [174] regs, 73 KiB smem, 8 warps/SM; wgmma keeps the accumulator lean enough for 64-wide K steps.
+            "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, num_stages=3),
+            # 178 [174] regs, 97 KiB, 8 warps/SM: G is compute-bound (2·D FLOPs per 2-byte store), so the full
+            # 128 x 128 tensor-core tile.
+            "clip_bwd": TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
+            # 196 [216] regs, 73 KiB, 8 warps/SM. At 128 x 128 (the G kernel's tile) the softplus, sigmoid and
+            # three sums took 255 regs + 668 B of spill traffic per thread: half the columns per program fit.
+            "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=64, num_warps=8, num_stages=3),
+        }
     if half:
-        return TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3)
-    return TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2)
+        # sm_8x: mma.sync holds both operands' K slices in registers, so K steps of 32, not 64: the forward drops
+        # from 255 regs + 64 B of spill traffic to 165 [195] regs (24 KiB smem, 8 warps/SM), the G kernel from 174
+        # to 128 regs (32 KiB, 16 warps/SM), SigLIP's forward (128 x 64) to 112 [193] regs; all fit sm_86/89's
+        # 99 KiB per block.
+        return {
+            "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
+            "clip_bwd": TileConfig(block_m=128, block_n=128, block_k=32, num_warps=8, num_stages=3),
+            "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
+        }
+    if hopper:
+        # float32 (three TF32 products per dot): 188 [226] / 135 [147] / 183 [202] regs, 81 / 57 / 57 KiB,
+        # 8 warps/SM each.
+        return {
+            "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=3),
+            "clip_bwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
+            "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
+        }
+    # float32 on sm_8x: the hi/lo TF32 splits of 32-wide K slices overflow registers (forward 255 regs + 76 B of
+    # spill traffic, G 255 regs); K steps of 16 give 171 [173] / 128 [100] / 141 [209] regs, 36 KiB each,
+    # 8 / 16 / 8 warps/SM.
+    return {
+        "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
+        "clip_bwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
+        "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
+    }
+
+
+def default_config(
+    device: torch.device | Capability | None, dtype: torch.dtype, kernel: str = "tile", dim: int | None = None
+) -> TileConfig:
+    """Tile sizes for `kernel` (one of KERNELS, or "tile" for the G kernels) on `device` (or a compute capability):
+    gpu_configs' choice on a GPU, small tiles for the CPU interpreter."""
+    capability = device_capability(device) if isinstance(device, torch.device) else device
+    if capability is None:
+        return _INTERPRETER_CONFIG
+    return gpu_configs(capability, dtype, dim)[_KERNEL_ALIASES.get(kernel, kernel)]
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -227,12 +285,12 @@ def _siglip_loss_fwd_kernel(
     e = tl.exp(-tl.abs(z))
     softplus = tl.maximum(z, 0.0) + _log1p(e)
     pid = tl.program_id(0)
-    tl.store(LOSS_PART + pid, tl.sum(tl.sum(tl.where(off_diag, softplus, 0.0), 1), 0))
+    tl.store(LOSS_PART + pid, tl.sum(tl.where(off_diag, softplus, 0.0)))
     if NEED_GRAD:
         inv = 1.0 / (1.0 + e)
         sigmoid = tl.where(off_diag, tl.where(z >= 0, inv, e * inv), 0.0)
-        tl.store(DS_PART + pid, tl.sum(tl.sum(sigmoid * c, 1), 0))
-        tl.store(DB_PART + pid, tl.sum(tl.sum(sigmoid, 1), 0))
+        tl.store(DS_PART + pid, tl.sum(sigmoid * c))
+        tl.store(DB_PART + pid, tl.sum(sigmoid))
         g = sigmoid * tl.load(GRAD_COEF).to(tl.float32)
         g_ptrs = G + rows[:, None].to(tl.int64) * stride_g + cols[None, :]
         tl.store(g_ptrs, g.to(G.dtype.element_ty), mask=in_range)
@@ -261,7 +319,7 @@ def clip_loss_fwd(
         C = x·yᵀ, max in natural-log units; K column splits and M row blocks still to be merged by the caller.
     """
     _check_operands(x, y)
-    cfg = config or default_config(x.device, x.dtype, "clip_fwd")
+    cfg = config or default_config(x.device, x.dtype, "clip_fwd", x.shape[1])
     num_rows, dim = x.shape
     num_cols = y.shape[0]
     row_blocks = triton.cdiv(num_rows, cfg.block_m)
@@ -300,7 +358,7 @@ def clip_loss_bwd(
     G is bf16 for half inputs, float32 otherwise (see grad_dtype).
     """
     _check_operands(x, y)
-    cfg = config or default_config(x.device, x.dtype)
+    cfg = config or default_config(x.device, x.dtype, "clip_bwd", x.shape[1])
     num_rows, dim = x.shape
     num_cols = y.shape[0]
     g = torch.empty((num_rows, num_cols), dtype=grad_dtype(x.dtype), device=x.device)
@@ -332,7 +390,7 @@ def siglip_loss_fwd(
     σ(Z)·grad_coef with a zero diagonal. With grad_coef None only the loss sum is computed and the rest is None.
     """
     _check_operands(x, y)
-    cfg = config or default_config(x.device, x.dtype)
+    cfg = config or default_config(x.device, x.dtype, "siglip_fwd", x.shape[1])
     num_rows, dim = x.shape
     num_cols = y.shape[0]
     need_grad = grad_coef is not None

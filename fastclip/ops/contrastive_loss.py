@@ -179,6 +179,7 @@ class _TritonEngine:
         self.g_dtype = kernels.grad_dtype(self.operand_dtype)
         self.fwd_config = kernels.default_config(device, self.operand_dtype, "clip_fwd")
         self.config = kernels.default_config(device, self.operand_dtype)
+        self.siglip_config = kernels.default_config(device, self.operand_dtype, "siglip_fwd")
 
     def operand(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.operand_dtype).contiguous()
@@ -200,7 +201,7 @@ class _TritonEngine:
         return self.kernels.clip_loss_bwd(x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef, self.config)
 
     def siglip_block(self, x, y, scale, bias, diag_start, grad_coef):
-        loss, g, ds, db = self.kernels.siglip_loss_fwd(x, y, scale, bias, diag_start, grad_coef, self.config)
+        loss, g, ds, db = self.kernels.siglip_loss_fwd(x, y, scale, bias, diag_start, grad_coef, self.siglip_config)
         if g is None:
             return loss.float(), None, None, None
         return loss.float(), g, ds.float(), db.float()
