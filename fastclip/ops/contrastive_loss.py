@@ -95,7 +95,8 @@ def siglip_loss_ref(
     """open_clip SigLipLoss on one process: labels 2I - 1, -Σ logsigmoid(labels·logits) / B."""
     logits = _logits_ref(image_features, text_features, logit_scale, logit_bias)
     n = image_features.shape[0]
-    labels = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
+    # In the features' dtype, as open_clip's get_ground_truth (under autocast the product is then fp32).
+    labels = 2 * torch.eye(n, device=logits.device, dtype=image_features.dtype) - 1
     return -F.logsigmoid(labels * logits).sum() / n
 
 
