@@ -113,6 +113,22 @@ def test_autocast_computes_from_the_autocast_dtype(loss_name, autocast_dtype):
     assert not torch.equal(under_autocast[1], plain_float32[1]), "autocast should change the gradients' rounding"
 
 
+@pytest.mark.triton_interpret
+@pytest.mark.parametrize("loss_name", ["clip", "siglip"])
+def test_triton_follows_cpu_autocast(loss_name):
+    """The Triton backend (interpreter) reads the autocast-dtype features too: equal to the chunked backend's."""
+    x, y = features(40, 16, seed=2)
+    results = []
+    for backend in ("triton", "chunked"):
+        fused = {"clip": FusedClipLoss, "siglip": FusedSigLipLoss}[loss_name](backend=backend)
+        results.append(_loss_and_grads(fused, x, y, 14.29, -10.0, torch.float32, torch.bfloat16)[0])
+    plain, _ = _loss_and_grads({"clip": FusedClipLoss, "siglip": FusedSigLipLoss}[loss_name](backend="triton"),
+                               x, y, 14.29, -10.0, torch.float32)
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(results[0][1], plain[1])
+
+
 def test_float64_features_ignore_autocast():
     """Autocast leaves float64 tensors alone (open_clip's float64 loss under autocast is its float64 loss)."""
     x, y = features(40, 16, dtype=torch.float64)
