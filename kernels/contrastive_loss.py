@@ -119,9 +119,17 @@ def default_config(
 
 
 def _input_precision(dtype: torch.dtype) -> str:
-    # fp32 on tensor cores: three TF32 products keep fp32 accuracy, where plain TF32 would err by 1e-3 of a logit
-    # (0.1 at logit_scale 100). Half inputs ignore it. The interpreter computes in numpy fp32 whatever this says.
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+    """tl.dot's input precision for operands of `dtype`, read at launch time.
+
+    fp32 operands follow torch's setting for CUDA fp32 matmuls (torch.backends.cuda.matmul.fp32_precision, which
+    torch.set_float32_matmul_precision and the legacy allow_tf32 flag also set), because the backward's cuBLAS
+    GEMMs (dX = s·G·Y, dY = s·Gᵀ·X) follow it too: TF32 in the tiles exactly when TF32 in the GEMMs, full fp32
+    ("ieee") in both otherwise, so S and its gradient are computed at one precision. Half operands ignore it. The
+    interpreter computes in numpy fp32 whatever this says.
+    """
+    if dtype != torch.float32:
+        return "tf32"
+    return "tf32" if torch.backends.cuda.matmul.fp32_precision == "tf32" else "ieee"
 
 
 def _check_operands(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -307,6 +315,17 @@ def grad_dtype(operand_dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if operand_dtype in (torch.float16, torch.bfloat16) else torch.float32
 
 
+def _grad_buffer(out: torch.Tensor | None, shape: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty(shape, dtype=grad_dtype(x.dtype), device=x.device)
+    if out.shape != shape or out.dtype != grad_dtype(x.dtype) or out.device != x.device or out.stride(1) != 1:
+        raise ValueError(
+            f"contrastive_loss: out must be a {shape} {grad_dtype(x.dtype)} buffer on {x.device} with unit column "
+            f"stride, got {tuple(out.shape)} {out.dtype} on {out.device}"
+        )
+    return out
+
+
 def clip_loss_fwd(
     x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, diag_start: int, config: TileConfig | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,17 +370,19 @@ def clip_loss_bwd(
     col_lse: torch.Tensor,
     col_coef: torch.Tensor,
     config: TileConfig | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """G (R, B) with G_ij = row_coef_i·e^(S_ij - row_lse_i) + col_coef_j·e^(S_ij - col_lse_j), zero on the diagonal.
 
     row_lse (R,), col_lse (B,) are natural-log log-sum-exps including the diagonal; the coefficients are float32.
-    G is bf16 for half inputs, float32 otherwise (see grad_dtype).
+    G is bf16 for half inputs, float32 otherwise (see grad_dtype). out: a buffer to write G into instead of a new
+    one (the driver reuses one buffer for every row chunk).
     """
     _check_operands(x, y)
     cfg = config or default_config(x.device, x.dtype, "clip_bwd", x.shape[1])
     num_rows, dim = x.shape
     num_cols = y.shape[0]
-    g = torch.empty((num_rows, num_cols), dtype=grad_dtype(x.dtype), device=x.device)
+    g = _grad_buffer(out, (num_rows, num_cols), x)
     grid = (triton.cdiv(num_rows, cfg.block_m) * triton.cdiv(num_cols, cfg.block_n),)
     _clip_loss_bwd_kernel[grid](
         x, y, scale,
@@ -383,11 +404,13 @@ def siglip_loss_fwd(
     diag_start: int,
     grad_coef: torch.Tensor | None,
     config: TileConfig | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Off-diagonal SigLIP terms of Z = scale·x·yᵀ + bias (all off-diagonal pairs are negatives).
 
     Returns (Σ softplus(Z), G, Σ σ(Z)·C, Σ σ(Z)) over off-diagonal pairs, sums as float32 scalars; G (R, B) =
-    σ(Z)·grad_coef with a zero diagonal. With grad_coef None only the loss sum is computed and the rest is None.
+    σ(Z)·grad_coef with a zero diagonal, written into `out` when given. With grad_coef None only the loss sum is
+    computed, no G is allocated or written, and the rest is None.
     """
     _check_operands(x, y)
     cfg = config or default_config(x.device, x.dtype, "siglip_fwd", x.shape[1])
@@ -396,7 +419,8 @@ def siglip_loss_fwd(
     need_grad = grad_coef is not None
     grid = (triton.cdiv(num_rows, cfg.block_m) * triton.cdiv(num_cols, cfg.block_n),)
     parts = torch.empty((3, grid[0]), dtype=torch.float32, device=x.device)
-    g = torch.empty((num_rows, num_cols) if need_grad else (1, 1), dtype=grad_dtype(x.dtype), device=x.device)
+    # Without gradients the kernel never touches G (NEED_GRAD is a constexpr); the pointer argument is x.
+    g = _grad_buffer(out, (num_rows, num_cols), x) if need_grad else x
     _siglip_loss_fwd_kernel[grid](
         x, y, scale, bias, grad_coef if need_grad else scale,
         parts[0], parts[1], parts[2],

@@ -161,8 +161,12 @@ def test_cuda_triton_matches_float64(loss_name, dtype):
 
 
 @pytest.mark.needs_cuda
-def test_cuda_memory_stays_linear_in_batch():
+@pytest.mark.parametrize("grad_chunks", [1, 4])
+def test_cuda_memory_stays_linear_in_batch(grad_chunks, monkeypatch):
+    """Peak extra memory of forward + backward: O(B·D) plus one G buffer, however many row chunks it takes."""
     batch, dim = 16384, 512
+    if grad_chunks > 1:
+        monkeypatch.setattr(module, "TRITON_GRAD_BYTES", 2 * batch * batch // grad_chunks)  # bf16 G
     x = torch.randn(batch, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     y = torch.randn(batch, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     torch.cuda.synchronize()

@@ -72,7 +72,10 @@ class FusedSigLipLoss(nn.Module):
     no bias), so a caller that forgets the model's bias fails instead of training without it.
 
     Every dist_impl gives the same loss and gradients here (the text features are all-gathered once); the argument
-    is validated and kept for compatibility. cache_labels has no effect, as in open_clip.
+    is validated and kept for compatibility. cache_labels has no effect, as in open_clip. chunk_size (open_clip
+    main's row chunk for its memory-efficient SigLIP) is validated and kept: the fused backends never hold more than
+    their own chunk budget (fastclip.ops.contrastive_loss: CHUNK_ELEMENTS, TRITON_GRAD_BYTES), so it changes
+    neither the result nor the memory bound.
     """
 
     def __init__(
@@ -81,10 +84,14 @@ class FusedSigLipLoss(nn.Module):
         rank: int = 0,
         world_size: int = 1,
         dist_impl: str | None = None,
+        chunk_size: int = 0,
         *,
         backend: str = "auto",
     ):
         super().__init__()
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
+            raise ValueError(f"FusedSigLipLoss: chunk_size must be an integer >= 0, got {chunk_size!r}")
+        self.chunk_size = chunk_size
         self.cache_labels = cache_labels
         self.rank = rank
         self.world_size = world_size

@@ -1,4 +1,4 @@
-"""CLIP and SigLIP contrastive losses that never hold a B x B matrix, with open_clip 3.3's exact semantics.
+"""CLIP and SigLIP contrastive losses whose fused backends never hold a B x B matrix, with open_clip 3.3's semantics.
 
 clip_loss(image_features, text_features, logit_scale) is open_clip's ClipLoss on one process: with S = s·X·Yᵀ,
 (CE(S, arange) + CE(Sᵀ, arange)) / 2 (logit_bias, if given, cancels in the softmax: its gradient is 0).
@@ -13,7 +13,10 @@ How (../shared/reference/loss.md §5), for rows i and columns j of S with the di
   backward  recomputes S row-chunk by row-chunk into G = a·e^(S - r) + b·e^(S - c) (r, c: full log-sum-exps), with
             the diagonal -(a·σ(u) + b·σ(v)) applied in full precision, and turns G into dX = s·G·Y, dY = s·Gᵀ·X by GEMMs.
   SigLIP    has no normaliser, so one pass computes the loss and all gradients; the backward only scales them.
-Memory: O(B·D) plus one chunk of rows (chunked: CHUNK_ELEMENTS logits; triton: TRITON_GRAD_BYTES of G).
+Memory: O(B·D) plus one set of chunk buffers that every chunk of a loop reuses (_Workspace): chunked, two buffers of
+CHUNK_ELEMENTS logits (three in SigLIP's forward with gradients); triton, one G buffer of TRITON_GRAD_BYTES. Only
+the reference backend builds B x B logits. SigLIP without gradients (torch.no_grad(), or no input needing one)
+computes the loss alone; both autograd Functions are once_differentiable.
 
 Distributed (clip_loss_strip / siglip_loss_strip, used by fastclip.nn.FusedClipLoss / FusedSigLipLoss): each rank
 all-gathers only the text features and computes its strip of rows. Column statistics take two small all-reduces,
@@ -24,9 +27,12 @@ upstream gradients, and the loss per rank is open_clip's.
 Backends: "reference" (clip_loss_ref / siglip_loss_ref: the B x B logits, as open_clip), "chunked" (pure PyTorch on
 any device, float32 or float64 arithmetic), "triton" (kernels/contrastive_loss.py; CUDA, or the CPU under
 TRITON_INTERPRET=1 in float32). auto: triton on CUDA (chunked for float64), chunked on the CPU.
-Precision: half inputs are read as they are and accumulated in fp32. Under CUDA autocast, fp32 features are cast to
-the autocast dtype first, as open_clip's matmul would be, so the kernels run on tensor cores; the loss comes back
-in float32 (float64 for float64 features).
+Precision: half inputs are read as they are and accumulated in fp32; the logits are never rounded. Under autocast on
+the features' device (CPU or CUDA), features are cast to the autocast dtype first, as open_clip's logits matmul
+reads them (on CUDA the kernels then run on tensor cores); float64 features are left alone, as autocast does. The
+loss comes back in float32 (float64 for float64 features). fp32 tiles follow torch's fp32 matmul setting, as the
+backward's cuBLAS GEMMs do (kernels/contrastive_loss.py: _input_precision). float64 is exact to an ulp or two:
+softplus keeps the e^-t that torch's default threshold drops (_softplus).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from fastclip.ops._dispatch import Backend, OpDispatcher, triton_unavailable
 
@@ -88,7 +95,8 @@ def siglip_loss_ref(
     """open_clip SigLipLoss on one process: labels 2I - 1, -Σ logsigmoid(labels·logits) / B."""
     logits = _logits_ref(image_features, text_features, logit_scale, logit_bias)
     n = image_features.shape[0]
-    labels = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
+    # In the features' dtype, as open_clip's get_ground_truth (under autocast the product is then fp32).
+    labels = 2 * torch.eye(n, device=logits.device, dtype=image_features.dtype) - 1
     return -F.logsigmoid(labels * logits).sum() / n
 
 
@@ -101,9 +109,13 @@ class _ChunkedEngine:
     """Pure PyTorch: CHUNK_ELEMENTS // B rows of logits at a time, in float32 (float64 for float64 input)."""
 
     name = "chunked"
+    # Chunk-sized buffers each tile method works in (see _Workspace): the forward's C and its exponentials; the
+    # backward's S and G; SigLIP's C, Z (then G) and the softplus terms, or without gradients Z and the terms.
+    buffer_counts = {"clip_stats": 2, "clip_grad": 2, "siglip_grad": 3, "siglip_loss": 2}
 
     def __init__(self, dtype: torch.dtype):
         self.work_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        self.buffer_dtype = self.work_dtype
 
     def operand(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.work_dtype)
@@ -116,35 +128,40 @@ class _ChunkedEngine:
 
     grad_rows = stats_rows
 
-    def clip_stats(self, x, y, scale, diag_start):
-        c = x @ y.T
+    def clip_stats(self, x, y, scale, diag_start, workspace):
+        c, scratch = workspace.views(x.shape[0])
+        torch.mm(x, y.T, out=c)
         # Shift by each line's max logit, diagonal included (masking it first would cost a pass over the chunk):
         # an off-diagonal term then underflows only when it is e^-87 below the diagonal, where its share of the
         # loss and gradients is below float32 resolution anyway. The diagonal's own term is zeroed after exp.
         positive = bool(scale >= 0)
-        scratch = torch.empty_like(c)
         return tuple(_line_stats(c, scale, dim, diag_start, positive, scratch)[:, None] for dim in (1, 0))
 
-    def clip_grad_block(self, x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef):
-        s = (x * scale) @ y.T
+    def clip_grad_block(self, x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef, workspace):
+        s, g = workspace.views(x.shape[0])
+        torch.mm(x * scale, y.T, out=s)
         s.diagonal(diag_start).fill_(NEG_INF)
         # a·e^(S-r) = e^(S - (r - log a)): folding the weights into the shifts saves two passes over the chunk; a
         # zero weight gives log 0 = -inf and a zero term. Negative weights (a negative upstream gradient) keep
         # their sign by a multiplication.
         negative = bool((row_coef < 0).any() or (col_coef < 0).any())
-        g = torch.sub(s, (row_lse - row_coef.abs().log())[:, None])
+        torch.sub(s, (row_lse - row_coef.abs().log())[:, None], out=g)
         if negative:
             g.exp_().mul_(row_coef.sign()[:, None])
             return g.add_(s.sub_(col_lse - col_coef.abs().log()).exp_().mul_(col_coef.sign()))
         return g.exp_().add_(s.sub_(col_lse - col_coef.log()).exp_())
 
-    def siglip_block(self, x, y, scale, bias, diag_start, grad_coef):
-        c = x @ y.T
-        z = (c * scale).add_(bias)
-        z.diagonal(diag_start).fill_(NEG_INF)  # the positives are the caller's; softplus(-inf) = σ(-inf) = 0
-        loss = F.softplus(z).sum()
+    def siglip_block(self, x, y, scale, bias, diag_start, grad_coef, workspace):
         if grad_coef is None:
-            return loss, None, None, None
+            z, terms = workspace.views(x.shape[0])
+            torch.mm(x, y.T, out=z).mul_(scale).add_(bias)
+            z.diagonal(diag_start).fill_(NEG_INF)
+            return _softplus(z, out=terms).sum(), None, None, None
+        c, z, terms = workspace.views(x.shape[0])
+        torch.mm(x, y.T, out=c)
+        torch.mul(c, scale, out=z).add_(bias)
+        z.diagonal(diag_start).fill_(NEG_INF)  # the positives are the caller's; softplus(-inf) = σ(-inf) = 0
+        loss = _softplus(z, out=terms).sum()
         sigmoid = z.sigmoid_()
         ds = torch.dot(sigmoid.flatten(), c.flatten())
         db = sigmoid.sum()
@@ -170,6 +187,8 @@ class _TritonEngine:
 
     name = "triton"
     work_dtype = torch.float32
+    # The kernels keep every tile in registers; only G (of the backward, and of SigLIP's forward) is a chunk.
+    buffer_counts = {"clip_stats": 0, "clip_grad": 1, "siglip_grad": 1, "siglip_loss": 0}
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         from fastclip.kernels import contrastive_loss as kernels
@@ -177,6 +196,7 @@ class _TritonEngine:
         self.kernels = kernels
         self.operand_dtype = dtype if device.type == "cuda" else torch.float32
         self.g_dtype = kernels.grad_dtype(self.operand_dtype)
+        self.buffer_dtype = self.g_dtype
         self.fwd_config = kernels.default_config(device, self.operand_dtype, "clip_fwd")
         self.config = kernels.default_config(device, self.operand_dtype)
         self.siglip_config = kernels.default_config(device, self.operand_dtype, "siglip_fwd")
@@ -194,17 +214,58 @@ class _TritonEngine:
     def grad_rows(self, num_cols: int) -> int:
         return max(1, TRITON_GRAD_BYTES // (max(num_cols, 1) * self.g_dtype.itemsize))
 
-    def clip_stats(self, x, y, scale, diag_start):
+    def clip_stats(self, x, y, scale, diag_start, workspace):
         return self.kernels.clip_loss_fwd(x, y, scale, diag_start, self.fwd_config)
 
-    def clip_grad_block(self, x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef):
-        return self.kernels.clip_loss_bwd(x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef, self.config)
+    def clip_grad_block(self, x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef, workspace):
+        (g,) = workspace.views(x.shape[0])
+        return self.kernels.clip_loss_bwd(
+            x, y, scale, diag_start, row_lse, row_coef, col_lse, col_coef, self.config, out=g
+        )
 
-    def siglip_block(self, x, y, scale, bias, diag_start, grad_coef):
-        loss, g, ds, db = self.kernels.siglip_loss_fwd(x, y, scale, bias, diag_start, grad_coef, self.siglip_config)
+    def siglip_block(self, x, y, scale, bias, diag_start, grad_coef, workspace):
+        g = workspace.views(x.shape[0])[0] if grad_coef is not None else None
+        loss, g, ds, db = self.kernels.siglip_loss_fwd(
+            x, y, scale, bias, diag_start, grad_coef, self.siglip_config, out=g
+        )
         if g is None:
             return loss.float(), None, None, None
         return loss.float(), g, ds.float(), db.float()
+
+
+class _Workspace:
+    """The chunk-sized buffers of one chunk loop, allocated once and reused by every chunk.
+
+    A loop that allocated its next chunk while the previous chunk's result was still referenced would hold twice
+    its budget whenever there is more than one chunk; here the scratch of a loop is buffer_counts[kind] chunks of
+    rows x columns, whatever the number of chunks. A chunk's result (G) is a view that the next chunk overwrites,
+    so the driver finishes with it (its GEMMs) before asking for the next.
+    """
+
+    def __init__(self, engine, kind: str, rows: int, num_cols: int, device: torch.device):
+        self.buffers = [
+            torch.empty((rows, num_cols), dtype=engine.buffer_dtype, device=device)
+            for _ in range(engine.buffer_counts[kind])
+        ]
+
+    def views(self, rows: int) -> list[torch.Tensor]:
+        """The buffers' first `rows` rows (contiguous: the buffers are row-major)."""
+        return [buffer[:rows] for buffer in self.buffers]
+
+
+# Beyond the threshold torch's softplus returns its argument t; the term it drops, log1p(e^-t) ≈ e^-t, must be
+# below the dtype's resolution of t there. torch's default threshold 20 drops e^-20/20 = 1e-10 relative, below
+# float32's 6e-8 but 1e6 float64 ulps; at 40 float64 drops e^-40/40 = 1e-19. log1p(e^t) is exact up to the
+# threshold in both (no overflow before t = 709).
+_SOFTPLUS_THRESHOLD = {torch.float64: 40.0}
+
+
+def _softplus(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """softplus(t) = log(1 + e^t) to the full precision of t's dtype (float64 included)."""
+    threshold = _SOFTPLUS_THRESHOLD.get(t.dtype, 20.0)
+    if out is None:
+        return F.softplus(t, threshold=threshold)
+    return torch.ops.aten.softplus.out(t, 1.0, threshold, out=out)
 
 
 # ---------------------------------------------------------------------------------------------- shared maths
@@ -284,12 +345,15 @@ def _clip_terms(engine, x, y_all, scale, offset: int, comm: Collectives | None) 
     diag_dot = _diag_dot(x, y_all, offset, work)
     diag_logit = diag_dot * scale
     row_parts, col = [], None
-    step = engine.stats_rows(y_all.shape[0])
+    num_cols = y_all.shape[0]
+    step = engine.stats_rows(num_cols)
+    workspace = _Workspace(engine, "clip_stats", min(step, b), num_cols, x.device)
     for start in range(0, b, step):
-        rows, cols = engine.clip_stats(x[start : start + step], y_all, scale, offset + start)
+        rows, cols = engine.clip_stats(x[start : start + step], y_all, scale, offset + start, workspace)
         row_parts.append(_merge(rows.to(work)))
         cols = _merge(cols.to(work))
         col = cols if col is None else _merge(torch.stack([col, cols], 1))
+        del rows, cols  # the Triton kernel's partials: one chunk's at a time
     row = torch.cat(row_parts, 1)
     col_diag_logit = diag_logit
     if comm is not None:
@@ -310,8 +374,8 @@ def _clip_terms(engine, x, y_all, scale, offset: int, comm: Collectives | None) 
     v = (col_off_lse - col_diag_logit)[offset : offset + b]
     sigmoid_u, sigmoid_v = torch.sigmoid(u), torch.sigmoid(v)
     return _ClipTerms(
-        row_term=F.softplus(u),
-        col_term=F.softplus(v),
+        row_term=_softplus(u),
+        col_term=_softplus(v),
         row_term_ds=sigmoid_u * (_softmax_mean(row) - diag_dot),
         col_term_ds=sigmoid_v * (_softmax_mean(col)[offset : offset + b] - diag_dot),
         sigmoid_u=sigmoid_u,
@@ -337,10 +401,12 @@ def _clip_grads(engine, x, y_all, scale, offset, coefs, dx_factor, dx_dtype, wan
     y_gemm = engine.gemm_operand(y_all)
     y_diag = y_all[offset : offset + b]
     step = engine.grad_rows(num_cols)
+    workspace = _Workspace(engine, "clip_grad", min(step, b), num_cols, x.device)
     for start in range(0, b, step):
         stop = min(b, start + step)
         g = engine.clip_grad_block(
-            x[start:stop], y_all, scale, offset + start, row_lse[start:stop], row_coef[start:stop], col_lse, col_coef
+            x[start:stop], y_all, scale, offset + start, row_lse[start:stop], row_coef[start:stop], col_lse, col_coef,
+            workspace,
         )
         if want_dx:
             # Each row chunk of dX is final after one GEMM: finish it (diagonal, factor) in fp32, store it once.
@@ -406,6 +472,7 @@ class _ClipLossFunction(torch.autograd.Function):
         return sums[0].clone()
 
     @staticmethod
+    @once_differentiable  # the backward's own operations are not differentiable again
     def backward(ctx, grad_loss):
         x, y_all, scale, row_lse, col_lse, sigmoid_u, sigmoid_v, loss_ds = ctx.saved_tensors
         engine, comm, offset = ctx.engine, ctx.comm, ctx.offset
@@ -455,12 +522,19 @@ class _ClipLossFunction(torch.autograd.Function):
 
 
 class _SigLipLossFunction(torch.autograd.Function):
-    """SigLipLoss for this process's strip of rows (all columns); gradients are computed in the forward pass."""
+    """SigLipLoss for this process's strip of rows (all columns); gradients are computed in the forward pass.
+
+    grad_enabled is torch.is_grad_enabled() at the call (inside forward it is always off): without it, or when no
+    input needs a gradient, the forward computes the loss alone and writes no G. Of dX and dY, each is computed
+    only when its input needs it (a frozen tower costs no GEMM).
+    """
 
     @staticmethod
-    def forward(ctx, image_features, text_features, logit_scale, logit_bias, engine, comm):
+    def forward(ctx, image_features, text_features, logit_scale, logit_bias, engine, comm, grad_enabled):
         device = image_features.device
-        need_grad = any(ctx.needs_input_grad[:4])
+        needs = ctx.needs_input_grad[:4] if grad_enabled else (False,) * 4
+        want_dx, want_dy = needs[0], needs[1]
+        need_grad = any(needs)
         with _no_autocast(device):
             b, dim = image_features.shape
             x, y_all, offset, scale = _strip_operands(engine, image_features, text_features, logit_scale, comm)
@@ -471,38 +545,43 @@ class _SigLipLossFunction(torch.autograd.Function):
                 bias = logit_bias.detach().to(device=device, dtype=work).reshape(1)
             diag_dot = _diag_dot(x, y_all, offset, work)
             diag_logit = diag_dot * scale + bias
-            loss = F.softplus(-diag_logit).sum()  # positives: -logsigmoid(z) = softplus(-z)
+            loss = _softplus(-diag_logit).sum()  # positives: -logsigmoid(z) = softplus(-z)
             grad_coef = scale / b if need_grad else None
+            dx = dy = None
             if need_grad:
                 diag_g = -torch.sigmoid(-diag_logit)  # ∂/∂z of softplus(-z), exact where σ(z) ≈ 1
-                dx = torch.empty((b, dim), dtype=image_features.dtype, device=device)
-                dy = torch.zeros((num_cols, dim), dtype=work, device=device)
-                y_gemm = engine.gemm_operand(y_all)
                 y_diag = y_all[offset : offset + b]
                 d_scale = (diag_g * diag_dot).sum()
                 d_bias = diag_g.sum()
+            if want_dx:
+                dx = torch.empty((b, dim), dtype=image_features.dtype, device=device)
+                y_gemm = engine.gemm_operand(y_all)
+            if want_dy:
+                dy = torch.zeros((num_cols, dim), dtype=work, device=device)
             step = engine.grad_rows(num_cols)
+            kind = "siglip_grad" if need_grad else "siglip_loss"
+            workspace = _Workspace(engine, kind, min(step, b), num_cols, device)
             for start in range(0, b, step):
                 stop = min(b, start + step)
                 part, g, part_ds, part_db = engine.siglip_block(
-                    x[start:stop], y_all, scale, bias, offset + start, grad_coef
+                    x[start:stop], y_all, scale, bias, offset + start, grad_coef, workspace
                 )
                 loss = loss + part.to(work)
-                if need_grad:
+                if not need_grad:
+                    continue
+                diag_coef = (diag_g[start:stop] * grad_coef)[:, None]
+                if want_dx:
                     dx_part = torch.empty((stop - start, dim), dtype=work, device=device)
                     _mm_into(dx_part, g, y_gemm)
-                    dx[start:stop] = dx_part.addcmul_(
-                        (diag_g[start:stop] * grad_coef)[:, None], y_diag[start:stop].to(work)
-                    )
+                    dx[start:stop] = dx_part.addcmul_(diag_coef, y_diag[start:stop].to(work))
+                if want_dy:
                     _add_mm_(dy, g.T, engine.gemm_operand(x[start:stop]))
-                    dy[offset + start : offset + stop].addcmul_(
-                        (diag_g[start:stop] * grad_coef)[:, None], x[start:stop].to(work)
-                    )
-                    d_scale += part_ds.to(work)
-                    d_bias += part_db.to(work)
+                    dy[offset + start : offset + stop].addcmul_(diag_coef, x[start:stop].to(work))
+                d_scale += part_ds.to(work)
+                d_bias += part_db.to(work)
             loss = loss / b
             if need_grad:
-                if comm is None:
+                if dy is not None and comm is None:
                     dy = dy.to(text_features.dtype)  # kept until backward; the rank sum needs fp32 partials
                 ctx.save_for_backward(dx, dy, d_scale / b, d_bias / b)
         ctx.comm = comm
@@ -510,23 +589,27 @@ class _SigLipLossFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable  # the gradients were computed in the forward; they are constants to autograd
     def backward(ctx, grad_loss):
         dx, dy, d_scale, d_bias = ctx.saved_tensors
         g = grad_loss.detach().to(d_scale.dtype)
-        with _no_autocast(dx.device):
-            if ctx.comm is not None:
-                dy = ctx.comm.reduce_scatter_rows(dy * g)
-            else:
-                dy = dy * g.to(dy.dtype)
-        grad_x = dx * g.to(dx.dtype) if ctx.needs_input_grad[0] else None
-        grad_y = dy.to(ctx.feature_dtypes[1]) if ctx.needs_input_grad[1] else None
+        grad_x = grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_x = dx * g.to(dx.dtype)
+        if ctx.needs_input_grad[1]:
+            with _no_autocast(dy.device):
+                if ctx.comm is not None:
+                    dy = ctx.comm.reduce_scatter_rows(dy * g)
+                else:
+                    dy = dy * g.to(dy.dtype)
+            grad_y = dy.to(ctx.feature_dtypes[1])
         grad_scale = None
         if ctx.needs_input_grad[2]:
             grad_scale = (g * d_scale).reshape(ctx.scale_like[0]).to(ctx.scale_like[1])
         grad_bias = None
         if ctx.bias_like is not None and ctx.needs_input_grad[3]:
             grad_bias = (g * d_bias).reshape(ctx.bias_like[0]).to(ctx.bias_like[1])
-        return grad_x, grad_y, grad_scale, grad_bias, None, None
+        return grad_x, grad_y, grad_scale, grad_bias, None, None, None
 
 
 # ----------------------------------------------------------------------------------- validation and dispatch
@@ -574,9 +657,11 @@ def _validate(op, image_features, text_features, logit_scale, logit_bias):
 
 
 def _autocast_dtype(features: torch.Tensor) -> torch.dtype:
-    """The dtype open_clip's matmul would run in: the autocast dtype for fp32 features under CUDA autocast."""
-    if features.device.type == "cuda" and features.dtype == torch.float32 and torch.is_autocast_enabled("cuda"):
-        return torch.get_autocast_dtype("cuda")
+    """The dtype open_clip's logits matmul would read the features in: under autocast on their device (CPU or
+    CUDA), the autocast dtype, for every floating dtype but float64 (which autocast leaves alone)."""
+    device_type = features.device.type
+    if features.dtype != torch.float64 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
     return features.dtype
 
 
@@ -597,7 +682,9 @@ def _run_clip(name, image_features, text_features, logit_scale, logit_bias, comm
 
 def _run_siglip(name, image_features, text_features, logit_scale, logit_bias, comm=None):
     engine, image_features, text_features = _engine_for(name, image_features, text_features)
-    return _SigLipLossFunction.apply(image_features, text_features, logit_scale, logit_bias, engine, comm)
+    return _SigLipLossFunction.apply(
+        image_features, text_features, logit_scale, logit_bias, engine, comm, torch.is_grad_enabled()
+    )
 
 
 _AUTO_ORDER = {"cpu": ("chunked",), "cuda": ("triton", "chunked")}
