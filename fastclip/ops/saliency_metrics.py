@@ -276,7 +276,43 @@ def _map_statistics_extension(p, g, fix_index, fix_count, ids, job) -> torch.Ten
     )
 
 
-def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[str, torch.Tensor]:
+def _split_aucs_torch(p, low, high, fix_index, fix_count, ids, start, stop, job) -> dict[str, torch.Tensor]:
+    """AUC-Borji and shuffled AUC of a chunk (those of job.metrics) in torch ops (any device)."""
+    out = {}
+    num_pixels = p.shape[1]
+    if "auc_borji" in job.metrics:
+        negatives = borji_negatives(job.seed, ids, job.splits, fix_index.shape[1], num_pixels)
+        negatives = torch.where((fix_index >= 0).unsqueeze(1), negatives, -1)
+        out["auc_borji"] = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, fix_count, job.step)
+    if "auc_shuffled" in job.metrics:
+        candidates = job.shuffled_candidates[start:stop]
+        take = torch.minimum(fix_count, (candidates >= 0).sum(-1))
+        negatives = shuffled_negatives(job.seed, ids, job.splits, candidates, take)
+        out["auc_shuffled"] = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, take, job.step)
+    return out
+
+
+def _split_aucs_extension(p, low, high, fix_index, fix_count, ids, start, stop, job) -> dict[str, torch.Tensor]:
+    """The same in one C++ call: the splits are drawn and counted in the kernel, no (splits x negatives) tensor."""
+    borji, shuffled = "auc_borji" in job.metrics, "auc_shuffled" in job.metrics
+    if not (borji or shuffled):
+        return {}
+    candidates = job.shuffled_candidates[start:stop] if shuffled else None
+    aucs = _ext.op("saliency_split_aucs")(
+        p, low.contiguous(), high.contiguous(), fix_index, fix_count, candidates, ids, job.seed, job.splits,
+        float(job.step), borji,
+    )  # fmt: skip
+    out = {}
+    if borji:
+        out["auc_borji"] = aucs[:, 0]
+    if shuffled:
+        out["auc_shuffled"] = aucs[:, 1]
+    return out
+
+
+def _metrics_batched(
+    job: "_Job", map_statistics=_map_statistics_torch, split_aucs=_split_aucs_torch
+) -> dict[str, torch.Tensor]:
     out: dict[str, list[torch.Tensor]] = {name: [] for name in job.metrics}
     rows = job.pred.shape[0]
     num_pixels = job.height * job.width
@@ -299,22 +335,14 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
         stats = map_statistics(p, g, fix_index, fix_count, ids, job)
         low, high, total, m2 = stats[:, _LOW], stats[:, _HIGH], stats[:, _SUM], stats[:, _M2]
         constant = high == low
+        aucs = split_aucs(p, low, high, fix_index, fix_count, ids, start, stop, job) if fix_index is not None else {}
         for name in job.metrics:
             if name in ("cc", "sim", "kld", "auc_judd"):
                 value = stats[:, {"cc": _CC, "sim": _SIM, "kld": _KLD, "auc_judd": _JUDD}[name]]
             elif name == "nss":
                 value = (_fixation_mean(p, fix_index, fix_count) - total / num_pixels) / (m2 / (num_pixels - 1)).sqrt()
-            elif name == "auc_borji":
-                negatives = borji_negatives(job.seed, ids, job.splits, fix_index.shape[1], num_pixels)
-                negatives = torch.where((fix_index >= 0).unsqueeze(1), negatives, -1)
-                value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, fix_count, job.step)
-                value = value.masked_fill(constant, float("nan"))
-            elif name == "auc_shuffled":
-                candidates = job.shuffled_candidates[start:stop]
-                take = torch.minimum(fix_count, (candidates >= 0).sum(-1))
-                negatives = shuffled_negatives(job.seed, ids, job.splits, candidates, take)
-                value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, take, job.step)
-                value = value.masked_fill(constant, float("nan"))
+            elif name in ("auc_borji", "auc_shuffled"):
+                value = aucs[name].masked_fill(constant, float("nan"))
             else:  # info_gain: rescaled maps divided by their sums, at the fixated pixels only
                 if job.baseline_is_shared:
                     if shared_baseline is None:
@@ -336,7 +364,7 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
 
 
 def _metrics_extension(job: "_Job") -> dict[str, torch.Tensor]:
-    return _metrics_batched(job, _map_statistics_extension)
+    return _metrics_batched(job, _map_statistics_extension, _split_aucs_extension)
 
 
 def _pearson_of_maps(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
