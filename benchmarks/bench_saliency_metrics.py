@@ -83,7 +83,7 @@ def realistic():
     return maps, fixations, predictions, other_fixations(fixations, seed=0)
 
 
-def fastclip_by_size(maps, fixations, predictions, others, dtype) -> dict[str, np.ndarray]:
+def fastclip_by_size(maps, fixations, predictions, others) -> dict[str, np.ndarray]:
     """One saliency_metrics call per image size, as fastclip/eval/benchmarks/saliency.py makes them."""
     members_by_size = defaultdict(list)
     for index, human in enumerate(maps):
@@ -92,7 +92,7 @@ def fastclip_by_size(maps, fixations, predictions, others, dtype) -> dict[str, n
     for members in members_by_size.values():
         stack = lambda tensors: torch.stack([tensors[i] for i in members])  # noqa: E731
         out = saliency_metrics(
-            stack(predictions).to(dtype), fixation_map=stack(maps).to(dtype), fixations=stack(fixations),
+            stack(predictions), fixation_map=stack(maps), fixations=stack(fixations),
             other_fixations=stack(others), seed=0,
         )  # fmt: skip
         for name, values in out.items():
@@ -142,14 +142,14 @@ def test_realistic_mixed_sizes(benchmark, bench_info, realistic, dtype):
     """Done-when of issue 13: fastclip >= 5x the numpy transcription on the 50 MIT1003 images, in one run."""
     maps, fixations, predictions, others = realistic
     torch_dtype = DTYPES[dtype]
-    numpy_inputs = (
-        [m.to(torch_dtype).numpy() for m in maps], [f.numpy() for f in fixations],
-        [p.to(torch_dtype).numpy() for p in predictions], [o.numpy() for o in others],
-    )  # fmt: skip
+    # Both sides get the same arrays (shared memory) in the dtype under test.
+    maps, predictions = [m.to(torch_dtype) for m in maps], [p.to(torch_dtype) for p in predictions]
+    numpy_inputs = ([m.numpy() for m in maps], [f.numpy() for f in fixations], [p.numpy() for p in predictions],
+                    [o.numpy() for o in others])  # fmt: skip
     last = {}
 
     def fast():
-        last["fast"] = fastclip_by_size(maps, fixations, predictions, others, torch_dtype)
+        last["fast"] = fastclip_by_size(maps, fixations, predictions, others)
 
     def baseline():
         last["numpy"] = numpy_mit(*numpy_inputs)
