@@ -81,6 +81,26 @@ def _run_label(record: dict) -> str:
     return f"{run['commit']}{'+' if run['dirty'] else ''}, {run['datetime'][:16].replace('T', ' ')}"
 
 
+PROVIDER_PARAMS = ("provider", "backend")
+
+
+def _provider(record: dict) -> str:
+    params = record.get("params") or {}
+    for key in PROVIDER_PARAMS:
+        if key in params:
+            return str(params[key])
+    return str(record.get("extra_info", {}).get("provider", record["name"]))
+
+
+def _group_of(record: dict) -> str:
+    """The benchmark's group, else its test name with every parameter but the provider's."""
+    if record.get("group"):
+        return record["group"]
+    params = {k: v for k, v in (record.get("params") or {}).items() if k not in PROVIDER_PARAMS}
+    base = record["name"].split("[", 1)[0]
+    return base + (f"[{', '.join(f'{k}={v}' for k, v in params.items())}]" if params else "")
+
+
 def pair_table(records: dict[str, dict]) -> list[str]:
     rows = [r for r in records.values() if "baseline" in r.get("extra_info", {})]
     if not rows:
@@ -102,22 +122,22 @@ def group_tables(records: dict[str, dict]) -> list[str]:
     for record in records.values():
         if "baseline" in record.get("extra_info", {}):
             continue
-        groups.setdefault(record.get("group") or record["name"], []).append(record)
+        groups.setdefault(_group_of(record), []).append(record)
     lines = ["| group | provider | median (min-max) | vs fastclip | warm-up + rounds | load 1-min | run |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     summary = ["| group | fastclip | best baseline | ratio (baseline / fastclip median) |", "|---|---|---|---|"]
     for name in sorted(groups):
         members = sorted(groups[name], key=lambda r: r["stats"]["median"])
         timings = {_timing(r) for r in members}
-        fast = next((r for r in members if r.get("extra_info", {}).get("provider") in FASTCLIP_PROVIDERS), None)
+        fast = next((r for r in members if _provider(r) in FASTCLIP_PROVIDERS), None)
         for record in members:
-            provider = record.get("extra_info", {}).get("provider", record["name"])
+            provider = _provider(record)
             relative = "-"
             if fast is not None and len(timings) == 1:
                 relative = f"{record['stats']['median'] / fast['stats']['median']:.2f}x"
             lines.append(f"| {name} | {provider} | {_spread(record['stats'])} | {relative} | {_timing(record)} | "
                          f"{_load(record)} | {_run_label(record)} |")  # fmt: skip
-        baselines = [r for r in members if r is not fast and r.get("extra_info", {}).get("provider") not in NOT_BASELINES]
+        baselines = [r for r in members if r is not fast and _provider(r) not in NOT_BASELINES]
         if fast is None or not baselines:
             continue
         if len(timings) > 1:
@@ -125,7 +145,7 @@ def group_tables(records: dict[str, dict]) -> list[str]:
             continue
         best = baselines[0]
         ratio = best["stats"]["median"] / fast["stats"]["median"]
-        summary.append(f"| {name} | {_seconds(fast['stats']['median'])} | {best['extra_info'].get('provider')} "
+        summary.append(f"| {name} | {_seconds(fast['stats']['median'])} | {_provider(best)} "
                        f"{_seconds(best['stats']['median'])} | **{ratio:.2f}x** |")  # fmt: skip
     return summary + [""] + lines
 
