@@ -120,7 +120,8 @@ def pair_table(records: dict[str, dict]) -> list[str]:
 def group_tables(records: dict[str, dict]) -> list[str]:
     groups: dict[str, list[dict]] = {}
     for record in records.values():
-        if "baseline" in record.get("extra_info", {}):
+        info = record.get("extra_info", {})
+        if "baseline" in info or "timing" not in info:  # pairs are above; untimed records (a goal test) have no median
             continue
         groups.setdefault(_group_of(record), []).append(record)
     lines = ["| group | provider | median (min-max) | vs fastclip | warm-up + rounds | load 1-min | run |",
