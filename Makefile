@@ -35,7 +35,8 @@ test: setup
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest -q -m triton_interpret
 
 bench: setup
-	$(VENV)/bin/pytest benchmarks --benchmark-only
+	$(VENV)/bin/pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/$$(date -u +%Y%m%dT%H%M)-$$(git rev-parse --short HEAD).json
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf build $(VENV) fastclip/_C*.so

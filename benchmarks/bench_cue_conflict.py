@@ -14,6 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import Timing, timed  # benchmarks/conftest.py (pytest puts benchmarks/ on sys.path)
+
 from fastclip.ops import cue_conflict, cue_conflict_ref
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,8 +49,8 @@ def test_cue_conflict(benchmark, bench_info, provider, size):
         pytest.skip("the fused kernel is timed on CUDA only (the interpreter says nothing about speed)")
     count = SIZES[size]
     masks, textures, pairs = inputs(count)
-    rounds = 10 if DEVICE.type == "cuda" else 2
-    out = benchmark.pedantic(run, args=(provider, masks, textures, pairs), rounds=rounds, iterations=1, warmup_rounds=1)
+    timing = Timing(rounds=10 if DEVICE.type == "cuda" else 3, warmup=1)  # the same for every provider
+    out = timed(benchmark, run, timing, provider, masks, textures, pairs)
     assert out.shape == (count, 3, SIDE, SIDE)
     seconds = benchmark.stats.stats.mean
     moved = count * SIDE * SIDE * (4 * 4 + 3 * out.element_size())  # float32 mask + 3 texture channels, uint8 RGB out

@@ -15,12 +15,12 @@ behind fastclip.data.streaming.CPU_DALI_OVER_TORCH (what `--data-backend auto` u
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import Timing, timed, timed_pair  # benchmarks/conftest.py (pytest puts benchmarks/ on sys.path)
 from fastclip.data.dali import dali_import_error
 from fastclip.data.shard_writer import caption_sample, sample_key, write_shard
 from fastclip.data.sources import open_webdataset
@@ -121,7 +121,7 @@ def _skip_without_dali(backend: str) -> None:
 def test_train_images_per_second(benchmark, bench_info, shards, tokenizer, backend):
     _skip_without_dali(backend)
     data = _loader(shards, tokenizer, backend)
-    images = benchmark.pedantic(_one_epoch, args=(data,), rounds=3, iterations=1, warmup_rounds=1)
+    images = timed(benchmark, _one_epoch, Timing(rounds=3, warmup=1), data)
     assert images == IMAGES
     bench_info.update(backend=backend, cpu_budget=WORKERS, images=IMAGES, photos=PHOTOS.is_dir(),
                       images_per_second=IMAGES / benchmark.stats.stats.median)
@@ -132,21 +132,15 @@ def test_cpu_backend_ratio(benchmark, bench_info, shards, tokenizer):
     """Both backends, alternately, in one run: the ratio that `--data-backend auto` relies on."""
     _skip_without_dali("dali")
     loaders = {backend: _loader(shards, tokenizer, backend) for backend in ("torch", "dali")}
-    best = {backend: float("inf") for backend in loaders}
-
-    def alternate():
-        for backend, data in loaders.items():
-            start = time.perf_counter()
-            _one_epoch(data)
-            best[backend] = min(best[backend], time.perf_counter() - start)
-
-    benchmark.pedantic(alternate, rounds=3, iterations=1, warmup_rounds=1)
-    ratio = best["torch"] / best["dali"]  # img/s of DALI over img/s of torch
-    bench_info.update(cpu_budget=WORKERS, dali_over_torch=round(ratio, 3),
-                      torch_images_per_second=round(IMAGES / best["torch"], 1),
-                      dali_images_per_second=round(IMAGES / best["dali"], 1))
-    print(f"\nDALI-CPU / torch at {WORKERS} threads vs {WORKERS} workers: {ratio:.3f} "
-          f"({IMAGES / best['dali']:.0f} vs {IMAGES / best['torch']:.0f} img/s)")
+    bench_info.update(provider="dali vs torch DataLoader", cpu_budget=WORKERS, images=IMAGES)
+    # Interleaved epochs, medians (benchmarks/conftest.py timed_pair): the torch path's epoch, then DALI's.
+    result = timed_pair(benchmark, lambda: _one_epoch(loaders["dali"]), lambda: _one_epoch(loaders["torch"]), Timing(3, 1))
+    if result:
+        ratio = result["ratio"]  # img/s of DALI over img/s of torch
+        bench_info.update(dali_over_torch=round(ratio, 3),
+                          torch_images_per_second=round(IMAGES / result["baseline"]["median"], 1),
+                          dali_images_per_second=round(IMAGES / result["fast"]["median"], 1))  # fmt: skip
+        print(f"\nDALI-CPU / torch at {WORKERS} threads vs {WORKERS} workers: {ratio:.3f}")
 
 
 @pytest.mark.benchmark(group="tokenisation captions/s")
@@ -155,6 +149,6 @@ def test_tokenisation_throughput(benchmark, bench_info, tokenizer):
 
     captions = [CAPTION.format(f"street number {i}") for i in range(2048)]
     tokenize = CaptionTokenizer(tokenizer)
-    tokens = benchmark.pedantic(tokenize, args=(captions,), rounds=3, iterations=1, warmup_rounds=1)
+    tokens = timed(benchmark, tokenize, Timing(rounds=3, warmup=1), captions)
     assert tokens.shape == (2048, 77)
     bench_info.update(captions=len(captions), captions_per_second=len(captions) / benchmark.stats.stats.median)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
+from conftest import Timing, timed_pair  # benchmarks/conftest.py (pytest puts benchmarks/ on sys.path)
 from fastclip.eval.context import DEFAULT_RESAMPLES, CheckpointContext, options_for_suite
 from fastclip.eval.runner import Evaluator
 from fastclip.eval.suite import load_suite
@@ -313,7 +313,7 @@ def test_toyworld_suite_per_epoch(benchmark, bench_info, tmp_path):
     """fc-tiny-vit, the toy-world suite: the first epoch (data generated) and three more (steady state)."""
     bundles = _bundles(4)
     seconds = fastclip_epochs("toyworld", bundles, tmp_path / "toy")
-    steady = min(seconds[1:])
+    steady = sorted(seconds[1:])[len(seconds[1:]) // 2]  # the median of the three steady epochs
     benchmark.pedantic(lambda: None, rounds=1)
     bench_info.update(
         model=MODEL, threads=torch.get_num_threads(), load_average=os.getloadavg()[0],
@@ -326,24 +326,23 @@ def test_toyworld_suite_per_epoch(benchmark, bench_info, tmp_path):
 
 @pytest.mark.benchmark(group="eval_epoch")
 def test_paper_shaped_suite_vs_naive_baseline(benchmark, bench_info, tmp_path):
-    """One run, both sides on the same files and model: fastclip-eval's steady-state epoch vs the naive epoch."""
+    """One run, both sides on the same files and model, under benchmarks/conftest.py's discipline: one warm-up epoch
+    each (fastclip's builds the run's data), then three timed epochs each, interleaved; medians compared."""
     suite_path = paper_shaped_suite(tmp_path / "data")
     suite = load_suite(str(suite_path))
-    bundles = _bundles(4)  # the first epoch builds the run's data; the median of the next three is the steady state
-    fastclip_seconds = fastclip_epochs(str(suite_path), bundles, tmp_path / "out")
-    naive = Naive(bundles[1], suite)
-    start = time.perf_counter()
-    naive.epoch()
-    naive_seconds = time.perf_counter() - start
-    benchmark.pedantic(lambda: None, rounds=1)
-    steady = statistics.median(fastclip_seconds[1:])
-    ratio = naive_seconds / steady
-    bench_info.update(
-        model=MODEL, shape=PAPER_SHAPE, image_sizes=SIZES, resamples=RESAMPLES, load_average=os.getloadavg()[0],
-        fastclip_first_epoch_seconds=round(fastclip_seconds[0], 2),
-        fastclip_steady_epoch_seconds=[round(s, 2) for s in fastclip_seconds[1:]], naive_epoch_seconds=round(naive_seconds, 2),
-        speedup=round(ratio, 1), speedup_first_epoch=round(naive_seconds / fastclip_seconds[0], 1), goal=5,
-    )  # fmt: skip
-    print(f"\npaper-shaped suite: fastclip first epoch {fastclip_seconds[0]:.1f} s, steady (median of "
-          f"{', '.join(f'{s:.1f}' for s in fastclip_seconds[1:])}) {steady:.1f} s; "
-          f"naive {naive_seconds:.1f} s; speed-up {ratio:.1f}x (first epoch {naive_seconds / fastclip_seconds[0]:.1f}x)")  # fmt: skip
+    timing = Timing(rounds=3, warmup=1)
+    bundles = iter(_bundles(timing.warmup + timing.rounds))
+    options = options_for_suite(suite, torch.device("cpu"))
+    evaluator = Evaluator(tmp_path / "out", options, force=True)
+    epochs = iter(range(1, timing.warmup + timing.rounds + 1))
+    naive = Naive(_bundles(1)[0], suite)
+
+    def fastclip_epoch():
+        evaluator.evaluate_bundle(next(bundles), "bench", next(epochs), None)
+
+    bench_info.update(provider="fastclip-eval vs naive script", model=MODEL, shape=PAPER_SHAPE, image_sizes=SIZES,
+                      resamples=RESAMPLES, goal=5)  # fmt: skip
+    result = timed_pair(benchmark, fastclip_epoch, naive.epoch, timing)
+    if result:
+        print(f"\npaper-shaped suite: fastclip steady epoch {result['fast']['median']:.1f} s, naive "
+              f"{result['baseline']['median']:.1f} s (medians of {timing.rounds}); {result['ratio']:.1f}x")  # fmt: skip

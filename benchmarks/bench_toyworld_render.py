@@ -19,11 +19,11 @@ intra-op threads wait on each other at every op and timings collapse (OMP_NUM_TH
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 import torch
+
+from conftest import Timing, timed, timed_pair  # benchmarks/conftest.py (pytest puts benchmarks/ on sys.path)
 
 from fastclip.data.toyworld import sample_scenes
 from fastclip.ops import toyworld_render, toyworld_render_ref
@@ -54,9 +54,8 @@ def test_toyworld_render(benchmark, bench_info, provider, count, image_size):
     if provider == "fused" and DEVICE.type != "cuda":
         pytest.skip("the fused kernel is timed on CUDA only (the interpreter says nothing about speed)")
     params = sample_scenes(count, seed=0, device=DEVICE)
-    rounds = 5 if DEVICE.type == "cuda" or image_size == 64 else 2
-    images = benchmark.pedantic(render, args=(provider, params, image_size), rounds=rounds, iterations=1,
-                                warmup_rounds=1)  # fmt: skip
+    timing = Timing(rounds=5 if DEVICE.type == "cuda" or image_size == 64 else 3, warmup=1)  # same for every provider
+    images = timed(benchmark, render, timing, provider, params, image_size)
     assert images.shape == (count, 3, image_size, image_size)
     seconds = benchmark.stats.stats.mean
     bench_info.update(
@@ -66,7 +65,8 @@ def test_toyworld_render(benchmark, bench_info, provider, count, image_size):
     )  # fmt: skip
 
 
-def _train_step_seconds(batch: int, repeats: int) -> tuple[float, int]:
+def _train_step(batch: int):
+    """One fc-tiny-vit training step (forward, open_clip's ClipLoss, backward) at `batch`, and the model's image size."""
     from open_clip.loss import ClipLoss
 
     from fastclip.models import create_model
@@ -84,23 +84,16 @@ def _train_step_seconds(batch: int, repeats: int) -> tuple[float, int]:
         loss_fn(image_features, text_features, logit_scale).backward()
         sync()
 
-    step()
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings), bundle.image_size
+    return step, bundle.image_size
 
 
 def test_render_outpaces_train_step(benchmark, bench_info):
+    """Rendering a batch vs one training step on it, interleaved under one discipline: the ratio is step / render."""
     batch = 64
-    train_seconds, image_size = _train_step_seconds(batch, repeats=5)
+    train_step, image_size = _train_step(batch)
     params = sample_scenes(batch, seed=0, device=DEVICE)
-    benchmark.pedantic(render, args=("reference", params, image_size), rounds=9, iterations=1, warmup_rounds=1)
-    render_seconds = benchmark.stats.stats.median
-    bench_info.update(
-        provider="reference", images=batch, image_size=image_size, device=str(DEVICE), model="fc-tiny-vit",
-        render_seconds=round(render_seconds, 5), train_step_seconds=round(train_seconds, 5),
-        render_per_train_step=round(render_seconds / train_seconds, 4), load_average=round(os.getloadavg()[0], 2),
-    )  # fmt: skip
+    bench_info.update(provider="reference render vs fc-tiny-vit train step", images=batch, image_size=image_size,
+                      device=str(DEVICE), model="fc-tiny-vit")  # fmt: skip
+    result = timed_pair(benchmark, lambda: render("reference", params, image_size), train_step, Timing(5, 1))
+    if result:
+        bench_info["render_per_train_step"] = round(1 / result["ratio"], 4)

@@ -1,4 +1,5 @@
-"""Shared test settings: the needs_cuda and triton_interpret markers, and the path of ../shared/data."""
+"""Shared test settings: the needs_cuda and triton_interpret markers, the path of ../shared/data, and the check that
+no test compares a backend with itself (tests/backend_comparisons.py)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cuda)
         if "triton_interpret" in item.keywords and not interpret:
             item.add_marker(skip_interpret)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A test that passes while one of its comparisons runs the same backend on both sides fails: that comparison
+    could not have failed (issue 13). Checked after the test body, so skips inside it stay skips."""
+    outcome = yield
+    function = getattr(item, "function", None)
+    if outcome.excinfo is not None or function is None:
+        return
+    from tests.backend_comparisons import self_comparisons_of
+
+    device = "cuda" if item.get_closest_marker("needs_cuda") else "cpu"
+    found = self_comparisons_of(function, device)
+    if found:
+        outcome.force_exception(pytest.fail.Exception("\n".join(f.message(item.name) for f in found), pytrace=False))

@@ -202,11 +202,16 @@ def test_bad_images_are_rejected():
         gaussian_noise(torch.zeros(1, 3, 2, 2, dtype=torch.int32), 0.1, seed=0)
 
 
-def test_reference_and_dispatcher_agree_on_cpu():
+def test_extension_matches_the_reference_on_float64_images():
+    from fastclip import _ext
+
+    reason = _ext.kernel_unavailable("gaussian_noise", "cpu")
+    if reason is not None:
+        pytest.skip(f"needs the C++ extension: {reason}")
     images = torch.rand(2, 3, 5, 5, dtype=torch.float64)
     expected = gaussian_noise_ref(images, [0.1, 0.2], seed=7, sweep=True)
     assert expected.dtype == torch.float32
-    assert torch.equal(gaussian_noise(images, [0.1, 0.2], seed=7, sweep=True, backend="reference"), expected)
+    assert torch.equal(gaussian_noise(images, [0.1, 0.2], seed=7, sweep=True, backend="extension"), expected)
 
 
 def test_triton_backend_on_cpu_says_how_to_enable_it(monkeypatch):

@@ -24,7 +24,7 @@ from fastclip.data.toyworld import (
     shape_only_set,
     texture_only_set,
 )
-from fastclip.ops import toyworld_render, toyworld_render_ref
+from fastclip.ops import toyworld_render
 from fastclip.ops.toyworld_render import (
     NUM_CATEGORIES,
     SHAPE_NAMES,
@@ -136,8 +136,8 @@ def test_images_are_float32_rgb_in_unit_range(image_size):
     images = toyworld_render(params, image_size)
     assert images.shape == (32, 3, image_size, image_size) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1
-    assert torch.equal(images, toyworld_render_ref(params, image_size))
-    assert torch.equal(images, toyworld_render(params, image_size, backend="reference"))
+    # The renderer's values are held to toyworld_render_ref by the Triton tests (test_toyworld_render_triton.py):
+    # on the CPU auto is the reference itself, so comparing the two here could not fail.
 
 
 def test_empty_batch_renders_empty():

@@ -83,6 +83,23 @@ def center_bias(height: int, width: int, sigma: float = 0.25, device="cpu") -> t
     return torch.exp(-(y.view(-1, 1) ** 2 + x.view(1, -1) ** 2) / (2 * sigma**2))
 
 
+def _center_bias_at(fix_index: torch.Tensor, height: int, width: int, sigma: float = 0.25) -> torch.Tensor:
+    """The default info-gain baseline, center_bias(height, width) min-max rescaled and divided by its sum, at the
+    given flat pixel indices: (b, K). The Gaussian is separable, exp(-y^2/2s^2) exp(-x^2/2s^2), so its range and
+    sum come from the two 1-D factors, without building the (height, width) map for every call (a per-size cost
+    that dominated images of many sizes)."""
+    device = fix_index.device
+    y = (torch.arange(height, dtype=torch.float64, device=device) + 0.5) / height - 0.5
+    x = (torch.arange(width, dtype=torch.float64, device=device) + 0.5) / width - 0.5
+    along_y, along_x = torch.exp(-(y**2) / (2 * sigma**2)), torch.exp(-(x**2) / (2 * sigma**2))
+    low = along_y.min() * along_x.min()
+    span = along_y.max() * along_x.max() - low
+    rescaled_total = (along_y.sum() * along_x.sum() - height * width * low) / span
+    index = fix_index.clamp(min=0)
+    values = along_y[index // width] * along_x[index % width]
+    return (values - low) / span / rescaled_total
+
+
 def fixation_indices(fixations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat pixel indices of the fixated pixels of each map (B, H, W), ascending, padded with -1: (B, Kmax), and the
     count per image (B,)."""
@@ -276,7 +293,43 @@ def _map_statistics_extension(p, g, fix_index, fix_count, ids, job) -> torch.Ten
     )
 
 
-def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[str, torch.Tensor]:
+def _split_aucs_torch(p, low, high, fix_index, fix_count, ids, start, stop, job) -> dict[str, torch.Tensor]:
+    """AUC-Borji and shuffled AUC of a chunk (those of job.metrics) in torch ops (any device)."""
+    out = {}
+    num_pixels = p.shape[1]
+    if "auc_borji" in job.metrics:
+        negatives = borji_negatives(job.seed, ids, job.splits, fix_index.shape[1], num_pixels)
+        negatives = torch.where((fix_index >= 0).unsqueeze(1), negatives, -1)
+        out["auc_borji"] = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, fix_count, job.step)
+    if "auc_shuffled" in job.metrics:
+        candidates = job.shuffled_candidates[start:stop]
+        take = torch.minimum(fix_count, (candidates >= 0).sum(-1))
+        negatives = shuffled_negatives(job.seed, ids, job.splits, candidates, take)
+        out["auc_shuffled"] = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, take, job.step)
+    return out
+
+
+def _split_aucs_extension(p, low, high, fix_index, fix_count, ids, start, stop, job) -> dict[str, torch.Tensor]:
+    """The same in one C++ call: the splits are drawn and counted in the kernel, no (splits x negatives) tensor."""
+    borji, shuffled = "auc_borji" in job.metrics, "auc_shuffled" in job.metrics
+    if not (borji or shuffled):
+        return {}
+    candidates = job.shuffled_candidates[start:stop] if shuffled else None
+    aucs = _ext.op("saliency_split_aucs")(
+        p, low.contiguous(), high.contiguous(), fix_index, fix_count, candidates, ids, job.seed, job.splits,
+        float(job.step), borji,
+    )  # fmt: skip
+    out = {}
+    if borji:
+        out["auc_borji"] = aucs[:, 0]
+    if shuffled:
+        out["auc_shuffled"] = aucs[:, 1]
+    return out
+
+
+def _metrics_batched(
+    job: "_Job", map_statistics=_map_statistics_torch, split_aucs=_split_aucs_torch
+) -> dict[str, torch.Tensor]:
     out: dict[str, list[torch.Tensor]] = {name: [] for name in job.metrics}
     rows = job.pred.shape[0]
     num_pixels = job.height * job.width
@@ -299,35 +352,28 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
         stats = map_statistics(p, g, fix_index, fix_count, ids, job)
         low, high, total, m2 = stats[:, _LOW], stats[:, _HIGH], stats[:, _SUM], stats[:, _M2]
         constant = high == low
+        aucs = split_aucs(p, low, high, fix_index, fix_count, ids, start, stop, job) if fix_index is not None else {}
         for name in job.metrics:
             if name in ("cc", "sim", "kld", "auc_judd"):
                 value = stats[:, {"cc": _CC, "sim": _SIM, "kld": _KLD, "auc_judd": _JUDD}[name]]
             elif name == "nss":
                 value = (_fixation_mean(p, fix_index, fix_count) - total / num_pixels) / (m2 / (num_pixels - 1)).sqrt()
-            elif name == "auc_borji":
-                negatives = borji_negatives(job.seed, ids, job.splits, fix_index.shape[1], num_pixels)
-                negatives = torch.where((fix_index >= 0).unsqueeze(1), negatives, -1)
-                value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, fix_count, job.step)
-                value = value.masked_fill(constant, float("nan"))
-            elif name == "auc_shuffled":
-                candidates = job.shuffled_candidates[start:stop]
-                take = torch.minimum(fix_count, (candidates >= 0).sum(-1))
-                negatives = shuffled_negatives(job.seed, ids, job.splits, candidates, take)
-                value = _auc_splits_batched(p, low, high, fix_index, fix_count, negatives, take, job.step)
-                value = value.masked_fill(constant, float("nan"))
+            elif name in ("auc_borji", "auc_shuffled"):
+                value = aucs[name].masked_fill(constant, float("nan"))
             else:  # info_gain: rescaled maps divided by their sums, at the fixated pixels only
-                if job.baseline_is_shared:
+                if job._baseline is None:
+                    baseline_at = _center_bias_at(fix_index, job.height, job.width)
+                elif job.baseline_is_shared:
                     if shared_baseline is None:
                         shared_baseline = _to_distribution(_rescale(job.baseline_rows(ids[:1])), False)
-                    baseline = shared_baseline.expand(len(ids), -1)
+                    baseline_at = shared_baseline.expand(len(ids), -1).gather(1, fix_index.clamp(min=0))
                 else:
                     baseline = _to_distribution(_rescale(job.baseline_rows(ids)), False)
+                    baseline_at = baseline.gather(1, fix_index.clamp(min=0))
                 span = (high - low).view(-1, 1)
                 rescaled_total = (total - num_pixels * low).view(-1, 1) / span
                 at_fixations = (p.gather(1, fix_index.clamp(min=0)) - low.view(-1, 1)) / span / rescaled_total
-                log_ratio = torch.log2(MATLAB_EPS + at_fixations) - torch.log2(
-                    MATLAB_EPS + baseline.gather(1, fix_index.clamp(min=0))
-                )
+                log_ratio = torch.log2(MATLAB_EPS + at_fixations) - torch.log2(MATLAB_EPS + baseline_at)
                 value = torch.where(fix_index >= 0, log_ratio, 0.0).sum(-1) / fix_count
             if name in FIXATION_METRICS:
                 value = value.masked_fill(fix_count == 0, float("nan"))
@@ -336,7 +382,7 @@ def _metrics_batched(job: "_Job", map_statistics=_map_statistics_torch) -> dict[
 
 
 def _metrics_extension(job: "_Job") -> dict[str, torch.Tensor]:
-    return _metrics_batched(job, _map_statistics_extension)
+    return _metrics_batched(job, _map_statistics_extension, _split_aucs_extension)
 
 
 def _pearson_of_maps(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -506,7 +552,8 @@ def _check_maps(name: str, value, batch: int | None, device, *, several: bool = 
         raise ValueError(f"saliency_metrics: {name} holds {value.shape[-3]} images, pred holds {batch}")
     if value.device != device:
         raise ValueError(f"saliency_metrics: {name} is on {value.device}, pred on {device}")
-    if value.is_floating_point() and bool(torch.isnan(value).any()):
+    # One reduction finds NaN (a NaN sum also comes from +inf and -inf: then look element by element).
+    if value.is_floating_point() and bool(torch.isnan(value.sum())) and bool(torch.isnan(value).any()):
         raise ValueError(f"saliency_metrics: {name} contains NaN")
     return value
 
