@@ -236,8 +236,10 @@ def test_fastclip_train_on_shards_with_one_percent_corrupt_images(tmp_path, back
         assert main(argv) == 0
     run = logs / backend
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == 10 and records[-1]["samples_seen"] == 200  # ceil(200 / 20) full batches
-    assert records[-1]["skipped"] == len(planted)
+    assert records[-1]["step"] == 10  # ceil(200 / 20) full batches
+    assert records[-1]["samples_seen"] == 200 - len(planted)  # real samples: the 2 pads are not counted
+    assert records[-1]["skipped"] == records[-1]["epoch_skipped"] == len(planted)
+    assert records[-1]["skipped_by_reason"] == records[-1]["epoch_skipped_by_reason"] == {"unreadable_image": 2}
     log = (run / "out.log").read_text()
-    assert f"backend {backend}" in log and "2 unreadable skipped" in log and "skipped 2 (" in log
+    assert f"backend {backend}" in log and "198 samples seen, skipped 2 (unreadable_image 2) this epoch" in log
     assert (run / "checkpoints" / "epoch_1.pt").is_file()
