@@ -248,15 +248,17 @@ class StreamingTrainData(TrainData):
         device = self.device
 
         def to_device() -> Iterator[Batch]:
-            pads = 0
+            pads = produced = 0
             try:
                 for batch in filled:
                     images = batch.images if dali else normalize_on_device(
                         batch.images, self.image_mean, self.image_std, device=device, dtype=self.dtype)
                     pads += batch.num_pads
+                    produced += 1
                     yield Batch(images, batch.texts.to(device, non_blocking=True), batch.keys, batch.num_pads)
-            except Exception:
-                self._log_epoch(epoch, None, pads, ended_early=True)
+            except (Exception, GeneratorExit):  # a data error here, or the consumer stopped (its own error)
+                if produced < self.num_batches:
+                    self._log_epoch(epoch, None, pads, ended_early=True)
                 raise
             if dali:
                 self.dali_rebuilds += decoder.rebuilds
