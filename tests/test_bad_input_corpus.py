@@ -338,3 +338,22 @@ def test_captionless_shards_exit_with_the_counts_and_the_name_then_works(tmp_pat
         main([*common, "--train-data", str(SHARDS / "no_captions"), "--name", "again"])
     assert main([*common, "--train-data", str(SHARDS / "formats"), "--name", "again", "--resume", "latest"]) == 0
     assert "starting from scratch" in (logs / "again" / "out.log").read_text()
+
+
+@pytest.mark.slow
+def test_truncated_tar_under_torchrun_counts_each_lost_sample_once_over_ranks(tmp_path):
+    """2 CPU ranks (gloo): the skip counts and samples_seen of metrics.jsonl are sums over the ranks."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "fastclip.train.cli", "--", "--logs", str(logs), "--name", "ddp", "--device", "cpu",
+               "--dataset-type", "webdataset", "--train-data", str(SHARDS / "truncated"), "--data-backend", "torch",
+               "--batch-size", "4", "--epochs", "1", "--workers", "0", "--warmup", "1", "--log-every-n-steps", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-4000:]
+    lost = make_corpus.TRUNCATED_SAMPLES - make_corpus.TRUNCATED_KEPT
+    last = json.loads((logs / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 5  # ceil(40 / (2 x 4))
+    assert last["skipped_by_reason"] == {"unreadable_tar": lost} and last["samples_seen"] == 10 + make_corpus.TRUNCATED_KEPT

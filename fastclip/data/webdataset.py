@@ -254,7 +254,7 @@ class UnreadableImageError(ValueError):
     pass
 
 
-def _to_8bit(image):
+def scale_16bit_to_8bit(image):
     """16-bit grayscale (modes I;16*, I) to 8 bits the way DALI (nvImageCodec) does, round(v / 257); PIL's own
     convert("RGB") clips every value above 255 to white instead. 16-bit RGB PNGs reach PIL as 8-bit already."""
     from PIL import Image
@@ -275,7 +275,7 @@ def decode_rgb(data: bytes):
         image = Image.open(io.BytesIO(data))
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
-        return _to_8bit(image).convert("RGB")
+        return scale_16bit_to_8bit(image).convert("RGB")
     except Exception as exc:
         raise UnreadableImageError(f"{type(exc).__name__}: {exc}") from exc
 
