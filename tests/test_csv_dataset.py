@@ -12,6 +12,7 @@ from PIL import Image
 
 from fastclip.data.csv_dataset import CsvDataset, CsvFormatError, CsvTrainData, read_csv_table, rank_order
 from fastclip.data.loader import build_train_data
+from fastclip.data.skips import NoReadableSamplesError
 from fastclip.train.cli import main
 from fastclip.train.config import parse_args
 
@@ -147,7 +148,7 @@ def test_only_unreadable_images_is_an_error_not_a_hang(tmp_path, bundle):
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     path = write_csv(tmp_path / "pairs.csv", [("bad.jpg", "x")] * 6)
     data = CsvTrainData(csv_args(path), bundle, device="cpu", rank=0, world_size=1)
-    with pytest.raises(RuntimeError, match="unreadable images"):
+    with pytest.raises(NoReadableSamplesError, match=r"too few readable images .* skipped \d+ \(unreadable_image"):
         list(data.batches(0))
 
 

@@ -157,9 +157,9 @@ def test_planted_corrupt_images_are_all_counted_and_no_good_sample_is_lost(tmp_p
     assert len(batches) == data.num_batches == 19
     assert data.skipped == len(planted)
     assert len(real) == len(set(real)) == 300 - len(planted)
+    assert dict(data.skip_counts) == {"unreadable_image": len(planted)}  # the same count on both backends
     if backend == "dali":
-        assert data.skip_counts["undecodable_image"] == 2  # the two that only a decoder can find
-        assert data.skip_counts["unreadable_image"] == 6
+        assert data.dali_rebuilds >= 2  # two of them only a decoder can find: DALI failed on them and retried
 
 
 def _order_and_pixel_hash(data, epoch: int) -> tuple[list[str], str]:

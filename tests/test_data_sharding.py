@@ -106,13 +106,31 @@ def _chunk(keys, skipped=None):
                  torch.zeros(n, 2, dtype=torch.long), [str(k) for k in keys], skipped or {})
 
 
-def test_fill_batches_pads_with_the_last_sample():
+def test_fill_batches_pads_with_the_most_recent_samples_never_one_repeated():
     skipped = Counter()
     batches = list(fill_batches([_chunk([0, 1, 2]), _chunk([], {"x": 2}), _chunk([3, 4])], batch_size=4,
                                 num_batches=3, on_skipped=lambda r, n: skipped.update({r: n})))
-    assert [b.keys for b in batches] == [["0", "1", "2", "3"], ["4", "4", "4", "4"], ["4", "4", "4", "4"]]
+    # The old policy gave ["4", "4", "4", "4"] twice: one sample repeated, a step with no contrastive gradient.
+    assert [b.keys for b in batches] == [["0", "1", "2", "3"], ["4", "3", "2", "1"], ["4", "3", "2", "1"]]
     assert [b.num_pads for b in batches] == [0, 3, 4] and skipped == {"x": 2}
     assert all(b.images.shape == (4, 1) for b in batches)
+    for batch in batches:  # the pads carry their own samples' pixels, not the last sample's
+        assert batch.images[:, 0].tolist() == [float(key) for key in batch.keys]
+
+
+def test_fill_batches_before_any_full_batch_cycles_through_the_real_samples():
+    batches = list(fill_batches([_chunk([0, 1])], batch_size=4, num_batches=2))
+    assert [b.keys for b in batches] == [["0", "1", "1", "0"], ["1", "0", "1", "0"]]
+    assert [b.num_pads for b in batches] == [2, 4]
+    assert all(len(set(b.keys)) == 2 for b in batches)
+
+
+def test_fill_batches_refuses_a_rank_with_a_single_usable_sample():
+    with pytest.raises(NoReadableSamplesError, match=r"rank 1 read only 1 usable sample of its 4.*2 different"
+                                                     r".*skipped 3 \(unreadable_image 3\)"):
+        list(fill_batches([_chunk([5], {"unreadable_image": 3})], batch_size=4, num_batches=1, rank_name="rank 1"))
+    batches = list(fill_batches([_chunk([5])], batch_size=1, num_batches=2))  # batch size 1 is the user's choice
+    assert [b.keys for b in batches] == [["5"], ["5"]]
 
 
 def test_fill_batches_stops_reading_at_the_budget():
@@ -124,8 +142,9 @@ def test_fill_batches_stops_reading_at_the_budget():
     assert len(batches) == 1 and batches[0].keys == ["0", "1", "2", "3"]
 
 
-def test_fill_batches_without_any_sample_is_an_error():
-    with pytest.raises(NoReadableSamplesError, match="rank 2 has no readable sample"):
+def test_fill_batches_without_any_sample_is_an_error_with_the_counts_and_the_fix():
+    with pytest.raises(NoReadableSamplesError, match=r"^rank 2 read no usable sample of its 3; skipped 3 "
+                                                     r"\(unreadable_image 3\): no image decodes"):
         list(fill_batches([_chunk([], {"unreadable_image": 3})], batch_size=4, num_batches=1, rank_name="rank 2"))
 
 
@@ -286,7 +305,8 @@ def test_every_sample_exactly_once_per_epoch_over_ranks(process_groups, world_si
             for keys, num_pads, image_shape, text_shape in batches:
                 assert image_shape == [4, 3, 8, 8] and text_shape == [4, 4]
                 rank_real.extend(keys[: len(keys) - num_pads])
-                assert all(key == rank_real[-1] for key in keys[len(keys) - num_pads:])  # pads repeat the last
+                assert set(keys[len(keys) - num_pads:]) <= set(rank_real)  # pads repeat the rank's samples
+                assert len(set(keys)) >= 2
             assert sum(n for _, n, _, _ in batches) <= 4  # at most one batch of pads per rank
             real.extend(rank_real)
         names = [key.rsplit(":", 1)[-1] for key in real]

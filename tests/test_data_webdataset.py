@@ -84,15 +84,50 @@ def test_reader_slices_by_sample_index(tmp_path):
     assert tail == ["000000005.jpg", "000000006.jpg"]
 
 
-def test_a_damaged_tar_skips_its_rest_and_never_raises(tmp_path):
+def test_a_damaged_tar_counts_the_samples_it_lost_and_never_raises(tmp_path):
     write_good_shards(tmp_path, [6])
     data = (tmp_path / "00000.tar").read_bytes()
     (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2 + 100])
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        items = list(iter_tar_samples(str(tmp_path / "cut.tar")))
+    items = list(iter_tar_samples(str(tmp_path / "cut.tar"), expected=6))
+    read = sum(isinstance(i, RawSample) for i in items)
     assert isinstance(items[-1], SkippedSample) and items[-1].reason == "unreadable_tar"
-    assert 1 <= sum(isinstance(i, RawSample) for i in items) < 6
+    assert 1 <= read < 6 and items[-1].count == 6 - read and "unexpected end of data" in items[-1].detail
+    # Readers that split the shard count only their own share of the loss: the shares add up to it, once.
+    shares = [list(iter_tar_samples(str(tmp_path / "cut.tar"), start, stop, expected=6))
+              for start, stop in ((0, 2), (2, 4), (4, None))]
+    lost = [item.count for share in shares for item in share if isinstance(item, SkippedSample)]
+    assert sum(lost) == 6 - read and sum(isinstance(i, RawSample) for share in shares for i in share) == read
+
+
+@pytest.mark.parametrize("damage", ["cut_at_a_header", "garbled_header", "zero_bytes"])
+def test_tars_that_tarfile_reads_as_ending_early_are_damaged_not_short(tmp_path, damage):
+    """tarfile takes a header that is cut short or garbled for the end of the archive: the reader checks for the
+    end-of-archive blocks, so such a tar counts its lost samples instead of silently holding fewer."""
+    import tarfile
+
+    write_good_shards(tmp_path, [6])
+    data = bytearray((tmp_path / "00000.tar").read_bytes())
+    with tarfile.open(tmp_path / "00000.tar") as archive:
+        fourth = [m for m in archive.getmembers() if m.name.startswith("000000003.")][0].offset  # key 3's header
+    if damage == "cut_at_a_header":
+        data = data[:fourth + 100]
+    elif damage == "garbled_header":
+        data[fourth:fourth + 512] = random_bytes(4, 512)
+    else:
+        data = b""
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    items = list(iter_tar_samples(str(tmp_path / "bad.tar"), expected=6))
+    read = sum(isinstance(i, RawSample) for i in items)
+    assert read == (0 if damage == "zero_bytes" else 3)
+    assert items[-1].reason == "unreadable_tar" and items[-1].count == 6 - read
+
+
+def test_a_complete_tar_with_fewer_samples_than_its_metadata_counts_the_shortfall(tmp_path):
+    write_good_shards(tmp_path, [4])
+    items = list(iter_tar_samples(str(tmp_path / "00000.tar"), 2, None, expected=7))
+    assert [type(i).__name__ for i in items] == ["RawSample", "RawSample", "SkippedSample"]
+    assert (items[-1].reason, items[-1].count) == ("missing_from_tar", 3)
+    assert list(iter_tar_samples(str(tmp_path / "00000.tar"), 0, 4, expected=4))[-1].key.endswith("000000003.jpg")
 
 
 def test_an_empty_tar_yields_nothing(tmp_path):
@@ -236,8 +271,21 @@ def test_fastclip_train_on_shards_with_one_percent_corrupt_images(tmp_path, back
         assert main(argv) == 0
     run = logs / backend
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == 10 and records[-1]["samples_seen"] == 200  # ceil(200 / 20) full batches
-    assert records[-1]["skipped"] == len(planted)
+    assert records[-1]["step"] == 10  # ceil(200 / 20) full batches
+    assert records[-1]["samples_seen"] == 200 - len(planted)  # real samples: the 2 pads are not counted
+    assert records[-1]["skipped"] == records[-1]["epoch_skipped"] == len(planted)
+    assert records[-1]["skipped_by_reason"] == records[-1]["epoch_skipped_by_reason"] == {"unreadable_image": 2}
     log = (run / "out.log").read_text()
-    assert f"backend {backend}" in log and "2 unreadable skipped" in log and "skipped 2 (" in log
+    assert f"backend {backend}" in log and "198 samples seen, skipped 2 (unreadable_image 2) this epoch" in log
     assert (run / "checkpoints" / "epoch_1.pt").is_file()
+
+
+def test_the_epoch_counts_are_logged_when_the_epoch_ends_early(tmp_path, tokenizer, caplog):
+    write_zoo_shard(tmp_path)
+    source = open_webdataset(f"{tmp_path}/00000.tar")
+    data = StreamingTrainData(source, tokenizer=tokenizer, image_size=16, image_mean=MEAN, image_std=STD,
+                              batch_size=2, backend="torch")
+    batches = data.batches(0)
+    next(batches)
+    batches.close()  # what a training step that raises does to the epoch's iterator
+    assert "data rank 0 epoch 1 (ended early): skipped" in caplog.text

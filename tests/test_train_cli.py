@@ -93,9 +93,12 @@ def test_resume_latest_continues_where_the_run_stopped(run, tmp_path):
     assert "resumed from" in (copy / "out.log").read_text()
 
 
-def test_resume_latest_without_a_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match=r"--resume latest: no checkpoint epoch_N\.pt in .*fresh"):
-        main([*TINY, "--logs", str(tmp_path), "--name", "fresh", "--resume", "latest"])
+def test_resume_latest_without_a_checkpoint_starts_from_scratch_with_a_message(tmp_path):
+    """As open_clip: `--resume latest` on a run that has no checkpoint yet trains it from the start."""
+    assert main([*TINY, "--epochs", "1", "--logs", str(tmp_path), "--name", "fresh", "--resume", "latest"]) == 0
+    assert (tmp_path / "fresh" / "checkpoints" / "epoch_1.pt").is_file()
+    assert "--resume latest: no checkpoint in" in (tmp_path / "fresh" / "out.log").read_text()
+    assert "starting from scratch" in (tmp_path / "fresh" / "out.log").read_text()
     with pytest.raises(SystemExit, match="--resume latest needs --name"):
         main([*TINY, "--logs", str(tmp_path), "--resume", "latest"])
 

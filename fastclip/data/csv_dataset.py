@@ -18,19 +18,18 @@ import csv
 import hashlib
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from PIL import Image
 
 from fastclip.data.loader import Batch, TrainData, batches_per_rank
+from fastclip.data.skips import NoReadableSamplesError, format_counts
+from fastclip.data.webdataset import UnreadableImageError, decode_rgb_file
 
 _log = logging.getLogger(__name__)
-
-# What PIL raises for a missing, truncated or malformed image file (SyntaxError: some broken PNG headers).
-UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 class CsvFormatError(ValueError):
@@ -60,7 +59,9 @@ def read_csv_table(path: str | Path, *, img_key: str = "filepath", caption_key: 
     )
     if not path.is_file():
         raise FileNotFoundError(f"--train-data {path}: no such CSV file (expected {layout})")
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: Excel and PowerShell start UTF-8 files with a byte-order mark, which would otherwise become part
+    # of the first column's name. newline="" lets the csv module take CRLF line ends and quoted separators.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=separator)
         columns = reader.fieldnames
         if not columns:
@@ -104,10 +105,9 @@ class CsvDataset(torch.utils.data.Dataset):
     def __getitem__(self, row: int):
         image_path = self.table.image_paths[row]
         try:
-            with Image.open(image_path) as file:
-                image = file.convert("RGB")  # decodes the whole file, so truncation shows up here
-        except UNREADABLE_IMAGE_ERRORS as exc:
-            return Unreadable(row, image_path, f"{type(exc).__name__}: {exc}")
+            image = decode_rgb_file(image_path)  # as the shard readers and DALI: EXIF applied, 16-bit scaled
+        except UnreadableImageError as exc:
+            return Unreadable(row, image_path, str(exc))
         return self.transform(image), self.table.captions[row], row
 
 
@@ -177,7 +177,8 @@ class CsvTrainData(TrainData):
         self.device = torch.device(device)
         self.seed, self.rank, self.world_size = int(args.seed), rank, world_size
         self.workers = int(args.workers)
-        self.skipped = 0
+        self.skip_counts: Counter = Counter()
+        self.epoch_skip_counts: Counter = Counter()
 
     def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -194,19 +195,21 @@ class CsvTrainData(TrainData):
         images: list[torch.Tensor] = []
         captions: list[str] = []
         rows: list[int] = []
-        emitted = skipped_this_epoch = 0
+        emitted = 0
+        self.epoch_skip_counts = Counter()
         for chunk in self._loader(epoch):
             for bad in chunk.unreadable:
-                self.skipped += 1
-                skipped_this_epoch += 1
+                self.skip_counts["unreadable_image"] += 1
+                self.epoch_skip_counts["unreadable_image"] += 1
                 _log.warning(
                     "%s: skipped unreadable image %s (line %d): %s", self.table.path, bad.image_path or "(empty path)",
                     bad.row + 2, bad.reason,
                 )
-            if skipped_this_epoch > max(len(self.table), self.batch_size):
-                raise RuntimeError(
-                    f"{self.table.path}: {skipped_this_epoch} unreadable images in epoch {epoch}, too few readable "
-                    "ones to fill the batches; check the image paths (relative paths resolve against the CSV's folder)"
+            if sum(self.epoch_skip_counts.values()) > max(len(self.table), self.batch_size):
+                raise NoReadableSamplesError(
+                    f"{self.table.path}: too few readable images to fill the batches of epoch {epoch + 1}: skipped "
+                    f"{format_counts(self.epoch_skip_counts)}; check the image paths (relative paths resolve "
+                    "against the CSV's folder)"
                 )
             images += chunk.images
             captions += chunk.captions

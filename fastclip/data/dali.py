@@ -142,7 +142,7 @@ class DaliDecoder:
 
 def decoded_chunks(raw: Iterable[EncodedChunk], decoder: DaliDecoder, batch_size: int) -> Iterator[Chunk]:
     """Encoded chunks -> decoded chunks of up to batch_size; undecodable samples are dropped and counted as
-    `undecodable_image` in the chunk that follows them."""
+    `unreadable_image` (the torch path's name for the same files) in the chunk that follows them."""
     pending_images: list[np.ndarray] = []
     pending_texts: list[torch.Tensor] = []
     pending_keys: list[str] = []
@@ -159,7 +159,7 @@ def decoded_chunks(raw: Iterable[EncodedChunk], decoder: DaliDecoder, batch_size
             undecodable = set(bad)
             good = [i for i in range(len(keys)) if i not in undecodable]
             texts, keys = texts[good], [keys[i] for i in good]
-        return Chunk(images, texts, keys, {"undecodable_image": len(bad)} if bad else {})
+        return Chunk(images, texts, keys, {"unreadable_image": len(bad)} if bad else {})
 
     for chunk in raw:
         if chunk.skipped:

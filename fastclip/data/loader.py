@@ -7,7 +7,9 @@ Contract of a `TrainData` (the training loop relies on nothing else):
   every rank must run the same number of equal-shape steps);
 - `batches(epoch)`: yields exactly `num_batches` `Batch`es of `batch_size` samples; the order depends only on
   (seed, epoch, rank, world_size), so a run resumed at epoch N sees the data it would have seen;
-- `skipped`: unreadable samples dropped by this rank so far (they are replaced, so batch shapes stay equal).
+- `skip_counts` / `epoch_skip_counts`: samples this rank dropped, by reason, over the run / in the epoch being read
+  (they are replaced, so batch shapes stay equal); `skipped` is their run total;
+- `Batch.num_pads`: how many samples at the end of a batch repeat earlier ones (not counted as samples seen).
 
 A new source adds one builder to `SOURCES`; its key becomes a `--dataset-type` choice.
 """
@@ -15,6 +17,7 @@ A new source adds one builder to `SOURCES`; its key becomes a `--dataset-type` c
 from __future__ import annotations
 
 import abc
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -26,12 +29,20 @@ class Batch:
     images: torch.Tensor  # float (B, 3, S, S), normalised with the model's mean/std, on the training device
     texts: torch.Tensor  # long (B, context_length) token ids, on the training device
     keys: torch.Tensor | list[str]  # which samples these are: toy-world sample ids, CSV row numbers, shard keys
+    num_pads: int = 0  # the last num_pads samples repeat earlier ones (FILL): not counted in samples_seen
 
 
 class TrainData(abc.ABC):
     num_samples: int
     num_batches: int
-    skipped: int = 0
+    # Samples skipped by this rank, by reason (fastclip.data.skips.SKIP_REASONS): over the run, and in the epoch
+    # being read. Sources that skip assign their own Counters in __init__; these empty ones are never written.
+    skip_counts: Counter = Counter()
+    epoch_skip_counts: Counter = Counter()
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skip_counts.values())
 
     @abc.abstractmethod
     def batches(self, epoch: int) -> Iterator[Batch]:

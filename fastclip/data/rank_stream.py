@@ -13,7 +13,8 @@ Chunks hold, by mode:
 - "encoded" (DALI backend): the encoded bytes packed in one uint8 tensor with offsets, after the structural
   check of webdataset.looks_complete (a PIL decode gives a second opinion), so that DALI batches rarely meet
   an undecodable image and never a garbled JPEG header (which can crash DALI 2.4.0).
-Unreadable samples are skipped; every chunk carries the skip counts of its stream's round.
+Unreadable samples are skipped; every chunk carries the skip counts of its stream's round and the damaged tars
+it met (each stream counts the samples of its own share that a damaged tar lost, so each is counted once).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class EncodedChunk:
     texts: torch.Tensor
     keys: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)  # tar -> what is wrong with it
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -135,7 +137,8 @@ class ChunkProducer(IterableDataset):
                              epoch=self.epoch)
         share = split_pieces(pieces, source.counts, self.streams, stream)
         samples = (sample for piece in share
-                   for sample in iter_tar_samples(source.shards[piece.unit], piece.start, piece.stop))
+                   for sample in iter_tar_samples(source.shards[piece.unit], piece.start, piece.stop,
+                                                  expected=source.counts[piece.unit]))
         rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, stream, "sample-shuffle"))
         length = sum(piece_length(piece, source.counts) for piece in share)
         return shuffled(samples, self.stream_buffer, rng), length
@@ -150,12 +153,15 @@ class ChunkProducer(IterableDataset):
         return to_uint8_chw(image)
 
     def _prepare(self, samples: list[RawSample | SkippedSample], images: list, captions: list[str],
-                 keys: list[str]) -> dict[str, int]:
-        """Decode (or check) the samples of one stream's round into the lists; returns its skip counts."""
+                 keys: list[str], damaged: dict[str, str]) -> dict[str, int]:
+        """Decode (or check) the samples of one stream's round into the lists; returns its skip counts and notes
+        the damaged tars (path -> error) in `damaged`."""
         skipped: Counter = Counter()
         for sample in samples:
             if isinstance(sample, SkippedSample):
-                skipped[sample.reason] += 1
+                skipped[sample.reason] += sample.count
+                if sample.detail:
+                    damaged[sample.key.rsplit(":", 1)[0]] = sample.detail
                 continue
             if self.mode == "decode":
                 try:
@@ -176,9 +182,9 @@ class ChunkProducer(IterableDataset):
         """One worker's round, all its streams in one tensor (one shared-memory transfer, one tokenizer call)."""
         images, captions, keys, parts = [], [], [], []
         for stream, samples, last in entries:
-            before = len(keys)
-            skipped = self._prepare(samples, images, captions, keys)
-            parts.append((stream, round_index, last, len(keys) - before, skipped))
+            before, damaged = len(keys), {}
+            skipped = self._prepare(samples, images, captions, keys, damaged)
+            parts.append((stream, round_index, last, len(keys) - before, skipped, damaged))
         texts = self.tokenizer(captions)
         if self.mode == "decode":
             stacked = torch.from_numpy(np.stack(images) if images
@@ -236,7 +242,7 @@ class ChunkProducer(IterableDataset):
 @dataclass
 class RoundBundle:
     """The samples of one round of one worker's streams, stream after stream; parts[i] = (stream, round, last,
-    number of samples kept, skip counts)."""
+    number of samples kept, skip counts, damaged tars)."""
 
     chunk: Chunk | EncodedChunk
     parts: list[tuple[int, int, bool, int, dict]]
@@ -246,9 +252,9 @@ class RoundBundle:
 
     def split(self) -> Iterator[tuple[tuple[int, int, bool], Chunk | EncodedChunk]]:
         start = 0
-        for stream, round_index, last, count, skipped in self.parts:
+        for stream, round_index, last, count, skipped, damaged in self.parts:
             piece = self.chunk.select(start, start + count)
-            piece.skipped = skipped
+            piece.skipped, piece.damaged = skipped, damaged
             yield (stream, round_index, last), piece
             start += count
 

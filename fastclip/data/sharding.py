@@ -9,7 +9,8 @@ Policy (the FILL of DALI's `pad_last_batch=True` + `LastBatchPolicy.FILL`, witho
   O(number of shards) integers, never per-sample metadata.
 - Batches per rank = ceil(num_samples / (world_size * batch_size)), computed from metadata, so every rank agrees.
 - A rank whose readable samples fall short (its slice is one smaller, or unreadable samples were skipped) fills
-  its last batch(es) by repeating its last sample; repeats are flagged as pads. A rank that has more (the epoch
+  its last batch(es) by repeating its most recent samples (newest first, so a batch never holds a single sample
+  repeated); repeats are flagged as pads. A rank that has more (the epoch
   budget --train-num-samples is below the data, or the metadata undercounts) stops at the budget; the rest of
   its slice is not read that epoch (counted as unread). A budget above the data is refused: an epoch reads each
   sample at most once.
@@ -22,10 +23,13 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import torch
+
+from fastclip.data.skips import NoReadableSamplesError, no_samples_message
 
 
 def derive_seed(*parts) -> int:
@@ -111,6 +115,7 @@ class Chunk:
     texts: torch.Tensor
     keys: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)  # tar -> what is wrong with it
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -119,12 +124,12 @@ class Chunk:
         return Chunk(self.images[start:stop], self.texts[start:stop], self.keys[start:stop])
 
     def pin_memory(self) -> "Chunk":
-        return Chunk(self.images.pin_memory(), self.texts.pin_memory(), self.keys, self.skipped)
+        return Chunk(self.images.pin_memory(), self.texts.pin_memory(), self.keys, self.skipped, self.damaged)
 
 
 @dataclass
 class FilledBatch:
-    """Exactly batch_size samples; the last `num_pads` are repeats of the rank's last real sample."""
+    """Exactly batch_size samples; the last `num_pads` repeat earlier real samples of the rank (FILL)."""
 
     images: torch.Tensor
     texts: torch.Tensor
@@ -132,20 +137,38 @@ class FilledBatch:
     num_pads: int
 
 
-class NoReadableSamplesError(RuntimeError):
-    pass
+def _concat(chunks: Sequence[Chunk]) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    return Chunk(torch.cat([c.images for c in chunks]), torch.cat([c.texts for c in chunks]),
+                 [key for c in chunks for key in c.keys])
+
+
+def _pads(pool: Chunk, count: int) -> Chunk:
+    """`count` samples from the end of `pool` backwards, cycling: the most recent first, all different while
+    count <= len(pool)."""
+    index = [len(pool) - 1 - (i % len(pool)) for i in range(count)]
+    positions = torch.tensor(index, dtype=torch.long, device=pool.images.device)
+    return Chunk(pool.images.index_select(0, positions), pool.texts.index_select(0, positions.to(pool.texts.device)),
+                 [pool.keys[i] for i in index])
 
 
 def fill_batches(chunks: Iterable[Chunk], *, batch_size: int, num_batches: int,
                  on_skipped=lambda reason, count: None, rank_name: str = "this rank") -> Iterator[FilledBatch]:
     """Regroup chunks into exactly `num_batches` batches of `batch_size` (the FILL policy of the module docstring).
 
+    Pads repeat the rank's most recent real samples, newest first (the previous batch; before any full batch, the
+    real samples of the batch being filled), so a batch holds at least min(2, batch_size) different samples: a
+    contrastive step over one repeated sample has no gradient but would still move the optimizer. A rank with
+    fewer usable samples than that raises NoReadableSamplesError with its skip counts.
     `on_skipped(reason, n)` receives the skip counts the chunks carry. Stops reading after the last batch.
     """
     parts: list[Chunk] = []
     pending = 0
     produced = 0
-    last: Chunk | None = None
+    readable = 0
+    skipped: Counter = Counter()
+    recent: Chunk | None = None  # the last full batch of real samples
 
     def take(count: int) -> Chunk:
         nonlocal parts, pending
@@ -161,40 +184,32 @@ def fill_batches(chunks: Iterable[Chunk], *, batch_size: int, num_batches: int,
                 parts[0] = Chunk(head.images[need:], head.texts[need:], head.keys[need:])
                 need = 0
         pending -= count
-        if len(taken) == 1:
-            return taken[0]
-        return Chunk(torch.cat([t.images for t in taken]), torch.cat([t.texts for t in taken]),
-                     [key for t in taken for key in t.keys])
+        return _concat(taken)
 
     for chunk in chunks:
         for reason, count in chunk.skipped.items():
             if count:
+                skipped[reason] += count
                 on_skipped(reason, count)
         if len(chunk) == 0:
             continue
         parts.append(chunk)
         pending += len(chunk)
+        readable += len(chunk)
         while pending >= batch_size and produced < num_batches:
-            batch = take(batch_size)
-            last = batch
+            recent = take(batch_size)
             produced += 1
-            yield FilledBatch(batch.images, batch.texts, batch.keys, 0)
+            yield FilledBatch(recent.images, recent.texts, recent.keys, 0)
         if produced == num_batches:
             return
+    if produced < num_batches and readable < min(2, batch_size):
+        raise NoReadableSamplesError(no_samples_message(rank_name, readable, batch_size, skipped))
     while produced < num_batches:
         real = take(pending) if pending else None
+        pool = recent if recent is not None else real
+        pads = _pads(pool, batch_size - (len(real) if real is not None else 0))
+        batch = pads if real is None else _concat([real, pads])
         if real is not None:
-            last = real
-        if last is None:
-            raise NoReadableSamplesError(
-                f"{rank_name} has no readable sample to fill its {num_batches} batch(es) with: its slice of the data "
-                "is empty or every sample in it was skipped (see the skip counts)"
-            )
-        pads = batch_size - (len(real) if real is not None else 0)
-        pad_images = last.images[-1:].expand(pads, *last.images.shape[1:])
-        pad_texts = last.texts[-1:].expand(pads, *last.texts.shape[1:])
-        images = pad_images.contiguous() if real is None else torch.cat([real.images, pad_images])
-        texts = pad_texts.contiguous() if real is None else torch.cat([real.texts, pad_texts])
-        keys = ([] if real is None else list(real.keys)) + [last.keys[-1]] * pads
+            recent = real if recent is None else _concat([recent, real]).select(len(real), len(recent) + len(real))
         produced += 1
-        yield FilledBatch(images, texts, keys, pads)
+        yield FilledBatch(batch.images, batch.texts, batch.keys, len(pads))

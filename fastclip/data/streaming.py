@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 from collections import Counter
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -27,6 +26,7 @@ from fastclip.data.captions import CaptionTokenizer
 from fastclip.data.folder import FolderSource
 from fastclip.data.loader import Batch, TrainData
 from fastclip.data.sharding import batches_per_rank, fill_batches, rank_bounds
+from fastclip.data.skips import format_counts
 from fastclip.data.sources import WebDatasetSource
 from fastclip.data.rank_stream import (
     DEFAULT_SHUFFLE_BUFFER,
@@ -68,14 +68,6 @@ def choose_backend(requested: str, device: torch.device) -> tuple[str, str]:
     if CPU_DALI_OVER_TORCH > 1:
         return "dali", f"auto: DALI-CPU measured {CPU_DALI_OVER_TORCH:.2f}x the torch path on the CPU"
     return "torch", f"auto: on the CPU the torch path measured {1 / max(CPU_DALI_OVER_TORCH, 1e-9):.2f}x DALI-CPU"
-
-
-@dataclass
-class LoadedBatch(Batch):
-    """A training Batch (images normalised on the device in the training dtype, texts int64 on the device, keys
-    `<tar>:<offset>:<member>` or image paths) whose last `num_pads` samples repeat the rank's last sample (FILL)."""
-
-    num_pads: int = 0
 
 
 class _Failure:
@@ -131,7 +123,8 @@ def prefetch_in_thread(iterator: Iterator, depth: int, setup=None) -> Iterator:
 
 class StreamingTrainData(TrainData):
     """fastclip.data.loader's TrainData over webdataset shards or an image folder: `num_samples`, `num_batches`
-    (per rank per epoch, equal on every rank), `batches(epoch)`, `skipped` (this rank, cumulative)."""
+    (per rank per epoch, equal on every rank), `batches(epoch)`, `skip_counts` (this rank, by reason, cumulative)
+    and `epoch_skip_counts` (this rank, the epoch being read)."""
 
     def __init__(
         self,
@@ -177,6 +170,7 @@ class StreamingTrainData(TrainData):
                 "(leave the flag out for a full pass, or give a smaller budget)")
         self.num_batches = batches_per_rank(self.num_samples, world_size, batch_size)
         self.skip_counts: Counter = Counter()
+        self.epoch_skip_counts: Counter = Counter()
         self.unread = 0  # samples of this rank's slices left unread because the epoch budget was reached
         self.dali_rebuilds = 0
         self._described = False
@@ -191,18 +185,12 @@ class StreamingTrainData(TrainData):
                 LOG.warning("DALI failed to start (%s: %s); using the torch backend", type(exc).__name__, exc)
                 self.backend, self.backend_reason = "torch", f"auto: DALI failed to start ({exc})"
 
-    @property
-    def skipped(self) -> int:
-        return sum(self.skip_counts.values())
-
     def describe(self) -> str:
         return (f"{self.source.describe()}; backend {self.backend} ({self.backend_reason}); "
                 f"{self.num_batches} batches of {self.batch_size} per rank per epoch (FILL)")
 
     def skip_summary(self) -> str:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skip_counts.items()))
-        return (f"skipped {self.skipped}" + (f" ({reasons})" if reasons else "")
-                + f"; unread past the epoch budget {self.unread}")
+        return f"skipped {format_counts(self.skip_counts)}; unread past the epoch budget {self.unread}"
 
     def _new_decoder(self, epoch: int):
         from fastclip.data.dali import DaliDecoder
@@ -223,8 +211,20 @@ class StreamingTrainData(TrainData):
 
     def _on_skipped(self, reason: str, count: int) -> None:
         self.skip_counts[reason] += count
+        self.epoch_skip_counts[reason] += count
 
-    def batches(self, epoch: int) -> Iterator[LoadedBatch]:
+    def _note_damaged_tars(self, chunks: Iterator, epoch: int) -> Iterator:
+        """Log each damaged tar once per epoch (its rank's streams each meet it and count their own share)."""
+        seen: set[str] = set()
+        for chunk in chunks:
+            for tar, problem in chunk.damaged.items():
+                if tar not in seen:
+                    seen.add(tar)
+                    LOG.warning("data rank %d epoch %d: %s is damaged (%s); its unread samples are counted as "
+                                "skipped", self.rank, epoch + 1, tar, problem)
+            yield chunk
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
         if not self._described:
             LOG.info("data: %s", self.describe())
             self._described = True
@@ -236,32 +236,37 @@ class StreamingTrainData(TrainData):
         loader = DataLoader(producer, batch_size=None, num_workers=self.loader_workers,
                             pin_memory=self.device.type == "cuda" and not dali)
         # Workers fork here, on the calling thread, never from the background thread.
-        chunks = in_stream_order(iter(loader), producer)
+        chunks = self._note_damaged_tars(in_stream_order(iter(loader), producer), epoch)
         if dali:
             from fastclip.data.dali import decoded_chunks
 
             decoder = self._take_decoder(epoch)
             chunks = decoded_chunks(chunks, decoder, self.batch_size)
-        skipped_before = Counter(self.skip_counts)
+        self.epoch_skip_counts = Counter()
         filled = fill_batches(chunks, batch_size=self.batch_size, num_batches=self.num_batches,
-                              on_skipped=self._on_skipped, rank_name=f"rank {self.rank}")
+                              on_skipped=self._on_skipped, rank_name=f"data rank {self.rank} epoch {epoch + 1}")
         device = self.device
 
-        def to_device() -> Iterator[LoadedBatch]:
-            pads = 0
-            for batch in filled:
-                images = batch.images if dali else normalize_on_device(
-                    batch.images, self.image_mean, self.image_std, device=device, dtype=self.dtype)
-                pads += batch.num_pads
-                yield LoadedBatch(images, batch.texts.to(device, non_blocking=True), batch.keys, batch.num_pads)
+        def to_device() -> Iterator[Batch]:
+            pads = produced = 0
+            try:
+                for batch in filled:
+                    images = batch.images if dali else normalize_on_device(
+                        batch.images, self.image_mean, self.image_std, device=device, dtype=self.dtype)
+                    pads += batch.num_pads
+                    produced += 1
+                    yield Batch(images, batch.texts.to(device, non_blocking=True), batch.keys, batch.num_pads)
+            except (Exception, GeneratorExit):  # a data error here, or the consumer stopped (its own error)
+                if produced < self.num_batches:
+                    self._log_epoch(epoch, None, pads, ended_early=True)
+                raise
             if dali:
                 self.dali_rebuilds += decoder.rebuilds
-            skipped = self.skip_counts - skipped_before
             used = self.num_batches * self.batch_size - pads
             lo, hi = rank_bounds(self.source.total_count, self.world_size, self.rank)
-            unread = max(0, (hi - lo) - used - sum(skipped.values()))
+            unread = max(0, (hi - lo) - used - sum(self.epoch_skip_counts.values()))
             self.unread += unread
-            self._log_epoch(epoch, skipped, unread, pads)
+            self._log_epoch(epoch, unread, pads)
 
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
@@ -272,12 +277,14 @@ class StreamingTrainData(TrainData):
             # which measured 3-4x slower end to end on 2 cores. Inline, they take turns.
             yield from to_device()
 
-    def _log_epoch(self, epoch: int, skipped: Counter, unread: int, pads: int) -> None:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items()))
-        message = (f"data rank {self.rank} epoch {epoch + 1}: skipped {sum(skipped.values())}"
-                   + (f" ({reasons})" if reasons else "") + f", pads {pads}, unread past the budget {unread}"
-                   + (f", DALI pipeline rebuilds {self.dali_rebuilds}" if self.backend == "dali" else ""))
-        LOG.log(logging.WARNING if skipped else logging.INFO, message)
+    def _log_epoch(self, epoch: int, unread: int | None, pads: int, ended_early: bool = False) -> None:
+        """The rank's counts for the epoch (also when it ends early on an error, before the error is raised)."""
+        message = (f"data rank {self.rank} epoch {epoch + 1}{' (ended early)' if ended_early else ''}: skipped "
+                   f"{format_counts(self.epoch_skip_counts)}, pads {pads}"
+                   + (f", unread past the budget {unread}" if unread is not None else "")
+                   + (f", DALI pipeline rebuilds {self.dali_rebuilds}" if self.backend == "dali" else "")
+                   + f"; run total skipped {format_counts(self.skip_counts)}")
+        LOG.log(logging.WARNING if self.epoch_skip_counts or ended_early else logging.INFO, message)
 
 
 def build_streaming_train_data(args, bundle, *, kind: str, device, rank: int, world_size: int) -> StreamingTrainData:

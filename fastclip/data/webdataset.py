@@ -8,11 +8,20 @@ case-insensitively (`.JPG` is an image). Defined outcome for every kind of bad i
 |-----------------------------------------|-------------------------------------------------------|
 | image without a .txt caption            | skipped, counted as `missing_caption`                 |
 | .txt without an image                   | skipped, counted as `missing_image`                   |
+| a key's image or caption twice in a row | skipped, counted as `duplicate_key` (which pairs?)    |
+| the same key again, not adjacent        | a second sample (webdataset groups adjacent members)  |
+| member without a key (`.jpg`, `README`) | not a sample (webdataset's rule), ignored             |
+| directory entries                       | ignored                                               |
 | 0-byte .txt                             | kept, empty caption (tokenised to start/end tokens)   |
+| caption not UTF-8                       | kept, undecodable bytes read as U+FFFD                |
 | truncated image, random bytes as .jpg   | skipped, counted as `unreadable_image`                |
-| damaged tar (cut short mid-member)      | rest of that shard skipped, counted `unreadable_tar`  |
+| damaged tar (cut short, 0 bytes, ...)   | its samples not read are counted `unreadable_tar`:    |
+|                                         | the shard's metadata count minus the samples read     |
+| tar that ends cleanly short of its count| the shortfall counted as `missing_from_tar`           |
 | empty tar                               | contributes nothing (alone: an error from sources.py) |
 | grayscale, CMYK, RGBA/P PNG, WebP, ...  | converted to 3-channel RGB                            |
+| 16-bit PNG                              | scaled to 8 bits as DALI does (round(v / 257))        |
+| EXIF orientation                        | applied, as DALI does                                 |
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -45,8 +53,12 @@ class RawSample:
 
 @dataclass
 class SkippedSample:
+    """`count` samples not read, for `reason`; `detail` says what went wrong (a damaged tar's error)."""
+
     key: str
     reason: str
+    count: int = 1
+    detail: str = ""
 
 
 def decode_caption(data: bytes) -> str:
@@ -66,6 +78,7 @@ class _Group:
         self.key = key
         self.image: tarfile.TarInfo | None = None
         self.caption: tarfile.TarInfo | None = None
+        self.duplicate = False  # a second image or caption for the key: which pairs with which is unknown
 
 
 def _groups(archive: tarfile.TarFile) -> Iterator[_Group]:
@@ -87,16 +100,40 @@ def _groups(archive: tarfile.TarFile) -> Iterator[_Group]:
             if group is not None:
                 yield group
             group = _Group(key)
-        if extension in IMAGE_EXTENSIONS and group.image is None:
-            group.image = member
-        elif extension == CAPTION_EXTENSION and group.caption is None:
-            group.caption = member
+        if extension in IMAGE_EXTENSIONS:
+            group.duplicate |= group.image is not None
+            group.image = group.image or member
+        elif extension == CAPTION_EXTENSION:
+            group.duplicate |= group.caption is not None
+            group.caption = group.caption or member
     if group is not None:
         yield group
 
 
-def iter_tar_samples(path: str, start: int = 0, stop: int | None = None) -> Iterator[RawSample | SkippedSample]:
-    """Samples [start, stop) of a shard (stop=None: to the end); incomplete ones come back as SkippedSample."""
+class TruncatedTarError(tarfile.TarError):
+    pass
+
+
+def _check_end_of_archive(archive: tarfile.TarFile) -> None:
+    """tarfile takes a header that is cut short or garbled for the end of the archive; a complete tar ends with
+    two zero blocks there."""
+    archive.fileobj.seek(archive.offset)
+    end = archive.fileobj.read(2 * tarfile.BLOCKSIZE)
+    if len(end) < 2 * tarfile.BLOCKSIZE or end.count(0) != len(end):
+        raise TruncatedTarError(f"no tar header and no end-of-archive blocks at byte {archive.offset} "
+                                "(the file is cut short or damaged there)")
+
+
+def iter_tar_samples(path: str, start: int = 0, stop: int | None = None,
+                     expected: int | None = None) -> Iterator[RawSample | SkippedSample]:
+    """Samples [start, stop) of a shard (stop=None: to the end); incomplete ones come back as SkippedSample.
+
+    `expected` is the shard's sample count from metadata. When the tar is damaged (or ends short of it), the
+    samples of [start, stop or expected) not read come back as one SkippedSample with their count, so that
+    readers that split a shard count each lost sample exactly once between them.
+    """
+    end = stop if stop is not None else expected
+    position = start  # the first sample of the range not yet accounted for
     try:
         with tarfile.open(path, "r:") as archive:
             for index, group in enumerate(_groups(archive)):
@@ -106,17 +143,24 @@ def iter_tar_samples(path: str, start: int = 0, stop: int | None = None) -> Iter
                     break
                 if group.image is None:
                     yield SkippedSample(f"{path}:{group.key}", "missing_image")
-                    continue
-                key = f"{path}:{group.image.offset_data}:{group.image.name}"
-                if group.caption is None:
-                    yield SkippedSample(key, "missing_caption")
-                    continue
-                image = archive.extractfile(group.image).read()
-                caption = decode_caption(archive.extractfile(group.caption).read())
-                yield RawSample(key, image, caption)
+                elif group.caption is None:
+                    yield SkippedSample(f"{path}:{group.image.offset_data}:{group.image.name}", "missing_caption")
+                elif group.duplicate:
+                    yield SkippedSample(f"{path}:{group.image.offset_data}:{group.image.name}", "duplicate_key")
+                else:
+                    image = archive.extractfile(group.image).read()
+                    caption = decode_caption(archive.extractfile(group.caption).read())
+                    yield RawSample(f"{path}:{group.image.offset_data}:{group.image.name}", image, caption)
+                position = index + 1
+            else:
+                _check_end_of_archive(archive)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        warnings.warn(f"{path}: damaged tar ({type(exc).__name__}: {exc}); skipping the rest of this shard")
-        yield SkippedSample(f"{path}:damaged", "unreadable_tar")
+        lost = max(0, (end if end is not None else position + 1) - position)
+        yield SkippedSample(f"{path}:{position}", "unreadable_tar", lost, f"{type(exc).__name__}: {exc}")
+        return
+    if end is not None and position < end:
+        yield SkippedSample(f"{path}:{position}", "missing_from_tar", end - position,
+                            f"the tar ends after {position} samples, its metadata counts {end}")
 
 
 _JPEG_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -210,17 +254,40 @@ class UnreadableImageError(ValueError):
     pass
 
 
-def decode_rgb(data: bytes):
-    """PIL image in RGB (grayscale, CMYK, palette and alpha images are converted; alpha is dropped, as open_clip's
-    `_convert_to_rgb`); a truncated or foreign file raises UnreadableImageError."""
+def scale_16bit_to_8bit(image):
+    """16-bit grayscale (modes I;16*, I) to 8 bits the way DALI (nvImageCodec) does, round(v / 257); PIL's own
+    convert("RGB") clips every value above 255 to white instead. 16-bit RGB PNGs reach PIL as 8-bit already."""
     from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def decode_rgb(data: bytes):
+    """PIL image in RGB as DALI decodes it: the EXIF orientation applied, 16-bit scaled to 8 bits, grayscale,
+    CMYK, palette and alpha images converted (alpha is dropped, as open_clip's `_convert_to_rgb`); a truncated
+    or foreign file raises UnreadableImageError."""
+    from PIL import Image, ImageOps
 
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-        return image.convert("RGB")
+        ImageOps.exif_transpose(image, in_place=True)
+        return scale_16bit_to_8bit(image).convert("RGB")
     except Exception as exc:
         raise UnreadableImageError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_rgb_file(path) -> "Image.Image":
+    """decode_rgb of a file; a missing or unreadable file raises UnreadableImageError naming it."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UnreadableImageError(f"{type(exc).__name__}: {exc}") from exc
+    return decode_rgb(data)
 
 
 def random_resized_crop_box(width: int, height: int, rng, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)):

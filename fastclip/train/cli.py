@@ -30,7 +30,6 @@ from fastclip.io import atomic_write_text
 from fastclip.models import (
     CheckpointError,
     create_model,
-    latest_valid_checkpoint,
     load_checkpoint,
     load_state_dict_into,
     save_checkpoint,
@@ -48,6 +47,7 @@ from fastclip.train.distributed import (
 from fastclip.train.loop import MetricsLog, Progress, train_one_epoch
 from fastclip.train.loss import create_loss, model_kwargs
 from fastclip.train.optim import create_optimizer
+from fastclip.train.run_dir import prepare_run_start
 
 PARAMS_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR = "params.json", "out.log", "metrics.jsonl", "checkpoints"
 
@@ -68,13 +68,6 @@ def default_run_name(args: TrainConfig) -> str:
         date, f"model_{args.model.replace('/', '-')}", f"lr_{args.lr}", f"b_{args.batch_size}",
         f"j_{args.workers}", f"p_{args.precision}",
     ])
-
-
-def check_run_dir(run_dir: Path, *, resuming: bool) -> None:
-    if (run_dir / LOG_FILE).exists() and not resuming:
-        raise ValueError(
-            f"{run_dir} already holds a run; continue it with --resume latest, or start another with a new --name"
-        )
 
 
 class _TqdmHandler(logging.StreamHandler):
@@ -115,12 +108,6 @@ def run_logging(log_file: Path | None, world: World) -> Iterator[logging.Logger]
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_resume(args: TrainConfig, checkpoint_dir: Path, world: World) -> str | None:
-    if args.resume != "latest":
-        return args.resume
-    return on_main_then_broadcast(world, lambda: str(latest_valid_checkpoint(checkpoint_dir)))
 
 
 def restore(path: str, args: TrainConfig, *, model, optimizer, scaler, batches_per_epoch: int, world: World):
@@ -167,8 +154,8 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
         args = dataclasses.replace(args, name=on_main_then_broadcast(world, lambda: default_run_name(args)))
     run_dir = Path(args.logs) / args.name
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    on_main_then_broadcast(world, lambda: check_run_dir(run_dir, resuming=args.resume is not None))
-    resume_path = resolve_resume(args, checkpoint_dir, world)
+    start = on_main_then_broadcast(world, lambda: prepare_run_start(run_dir, checkpoint_dir, args.resume))
+    resume_path = start.resume_path
 
     # Everything that can refuse the input (model name, data, checkpoint) runs before the run folder is written.
     seed_everything(args.seed)  # the same initial weights on every rank
@@ -200,6 +187,8 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
     with run_logging(run_dir / LOG_FILE if world.is_main else None, world) as log:
         if world.is_main:
             atomic_write_text(run_dir / PARAMS_FILE, json.dumps(dataclasses.asdict(args), indent=2) + "\n")
+        if start.note:
+            log.info(start.note)
         if resumed:
             log.info(resumed)
         log.info(

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from fastclip.data.loader import TrainData
 from fastclip.io import atomic_write_text
 from fastclip.models import autocast
-from fastclip.train.distributed import World, all_reduce_sum, unwrap_model
+from fastclip.train.data_counts import DataCounts, reduce_with_counts
+from fastclip.train.distributed import World, unwrap_model
 from fastclip.train.schedule import assign_lr, cosine_lr
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's cap on the learned temperature
@@ -83,6 +84,8 @@ def train_one_epoch(
     data_seconds = 0.0
     batch_ready = time.perf_counter()
     steps_done = 0
+    pads = 0  # this rank's pad samples since the last logged step
+    counts = DataCounts(0, {}, {})
     for batch in data.batches(epoch):
         data_seconds += time.perf_counter() - batch_ready
         lr = cosine_lr(progress.step, base_lr=args.lr, warmup_steps=args.warmup, total_steps=total_steps)
@@ -109,13 +112,16 @@ def train_one_epoch(
 
         progress.step += 1
         progress.samples_seen += images_per_step
+        pads += batch.num_pads
         window_steps += 1
         steps_done += 1
         bar.update(images_per_step)
         last = steps_done == data.num_batches
         if progress.step % args.log_every_n_steps == 0 or last:
             # Every rank takes part (the all-reduce); the step numbers are the same on every rank.
-            loss_sum, skipped = all_reduce_sum([loss.item(), float(data.skipped)], world)
+            (loss_sum,), counts = reduce_with_counts([loss.item()], data, pads, world)
+            progress.samples_seen -= counts.pads  # real samples only
+            pads = 0
             mean_loss = loss_sum / world.world_size
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(
@@ -132,13 +138,14 @@ def train_one_epoch(
                 "images_per_s": window_steps * images_per_step / (now - window_start),
                 "data_s_per_step": data_seconds / window_steps,
                 "samples_seen": progress.samples_seen,
-                "skipped": int(skipped),
+                **counts.metrics(),
             }
             losses.append(mean_loss)
             window_start, window_steps, data_seconds = now, 0, 0.0
             if world.is_main:
                 metrics.write(record)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=int(skipped), refresh=False)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=counts.metrics()["skipped"],
+                                refresh=False)
         batch_ready = time.perf_counter()
     bar.close()
     if steps_done != data.num_batches:
@@ -154,7 +161,7 @@ def train_one_epoch(
         "seconds": seconds,
     }
     log.info(
-        "epoch %d/%d: loss %.4f, %.1f images/s, %.1f s, %d samples seen, %d unreadable skipped", epoch + 1,
-        args.epochs, summary["loss"], summary["images_per_s"], seconds, progress.samples_seen, int(skipped),
+        "epoch %d/%d: loss %.4f, %.1f images/s, %.1f s, %d samples seen, %s", epoch + 1,
+        args.epochs, summary["loss"], summary["images_per_s"], seconds, progress.samples_seen, counts.phrase(),
     )
     return summary
