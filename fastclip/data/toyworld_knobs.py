@@ -103,8 +103,10 @@ def check_knobs(knobs: WorldKnobs) -> None:
 PRESETS: dict[str, WorldKnobs] = {
     "cue-equal": WorldKnobs(),
     # The paper's mechanism (docs/toyworld.md): texture is easier to decode than shape but less predictive of the
-    # caption, as in natural images. Fixed from that mechanism before the confirmatory seeds were trained.
-    "paper": WorldKnobs(texture_predictivity=0.6, shape_scale_min=0.4, shape_scale_max=0.75),
+    # caption, as in natural images. Texture names the caption's category in half of the images (8x chance), the
+    # silhouette in all of them; decodability stays as in the cue-equal world, where texture is the easier cue (it
+    # wins 87% of cue-conflict decisions after one epoch). Fixed from the mechanism before any run of it was measured.
+    "paper": WorldKnobs(texture_predictivity=0.5),
 }
 DEFAULT_PRESET = "paper"
 
