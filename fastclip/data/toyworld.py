@@ -36,7 +36,8 @@ from fastclip.ops.toyworld_render import (
 __all__ = [
     "CATEGORIES", "KINDS", "TEMPLATES", "LabelledImages", "SceneParams", "ToyWorldData", "captions",
     "cue_conflict_set", "heldout_set", "sample_scenes", "scene_labels", "scenes_for_indices", "shape_only_set",
-    "texture_only_set", "WorldKnobs", "natural_cue_labels", "HELDOUT_SEED", "CUE_CONFLICT_SEED", "SHAPE_ONLY_SEED", "TEXTURE_ONLY_SEED",
+    "texture_only_set", "WorldKnobs", "natural_cue_labels", "occlude", "occluder_boxes", "HELDOUT_SEED",
+    "CUE_CONFLICT_SEED", "SHAPE_ONLY_SEED", "TEXTURE_ONLY_SEED",
 ]  # fmt: skip
 
 KINDS = ("natural", "cue_conflict", "shape_only", "texture_only")
