@@ -175,8 +175,10 @@ def save_checkpoint(
     model_cfg: dict,
     samples_seen: int,
     scaler: torch.amp.GradScaler | None = None,
+    toyworld: dict | None = None,
 ) -> None:
-    """Write an open_clip-layout checkpoint (plus model_name, model_cfg, samples_seen) atomically."""
+    """Write an open_clip-layout checkpoint (plus model_name, model_cfg, samples_seen and, for a toy-world run, the
+    `toyworld` knobs it trained on) atomically."""
     state = {
         "epoch": int(epoch),
         "name": name,
@@ -189,6 +191,8 @@ def save_checkpoint(
         state["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if toyworld is not None:
+        state["toyworld"] = dict(toyworld)
     atomic_torch_save(state, path)
 
 

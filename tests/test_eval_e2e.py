@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from fastclip.eval.cli import main
@@ -61,6 +62,14 @@ def test_toyworld_suite_via_the_training_hook_then_the_cli_and_the_report(tmp_pa
     assert (out / "trials" / "toyworld_cue_conflict" / "toy_epoch2.csv").exists()
     items = load_items(out / "items" / "iqa" / "toyworld_iqa" / "toy_epoch1.npz")
     assert items.kind == "correlation" and items.values.shape == (12, 160)
+    noise = load_items(out / "items" / "noise_robustness" / "toyworld_heldout" / "toy_epoch2.npz")
+    accuracy = {row["variant"]: row["value"] for row in rows if row["benchmark"] == "noise_robustness"
+                and row["metric"] == "accuracy" and row["epoch"] == 2}  # fmt: skip
+    heldout = {row["n"] for row in rows if row["benchmark"] == "noise_robustness" and row["metric"] == "accuracy"}
+    assert noise.kind == "mean" and noise.values.shape == (6, *heldout)  # clean + 5 sigmas, per image 1 if correct
+    assert [float(v) for v in noise.values.mean(1)] == pytest.approx([accuracy[v] for v in noise.variants])
+    top1 = load_items(out / "items" / "zeroshot" / "toyworld_heldout" / "toy_epoch2.npz")
+    assert torch.equal(top1.values, noise.values[:1])  # the clean images' answers
 
     # The CLI finds every unit done by the hook; the report overlays the epochs.
     status, stdout = _quiet(main, [str(run), "--suite", "toyworld", "--device", "cpu"])

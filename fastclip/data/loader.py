@@ -78,6 +78,7 @@ class ToyWorldTrainData(TrainData):
 
     def __init__(self, args, bundle, *, device, rank: int, world_size: int):
         from fastclip.data.toyworld import ToyWorldData
+        from fastclip.data.toyworld_knobs import knobs_of_config
 
         if args.train_num_samples is None:
             raise ValueError("--dataset-type toyworld needs --train-num-samples (the images in one epoch)")
@@ -86,7 +87,8 @@ class ToyWorldTrainData(TrainData):
         self.rank, self.world_size = rank, world_size
         batches_per_rank(self.num_samples, self.batch_size, world_size, source="--dataset-type toyworld")
         # The world's seed is the same on every rank, so the ranks read disjoint shares of one epoch.
-        self.world = ToyWorldData(self.num_samples, image_size=bundle.image_size, seed=args.seed, device=device)
+        self.world = ToyWorldData(self.num_samples, image_size=bundle.image_size, seed=args.seed, device=device,
+                                  world=knobs_of_config(args))  # fmt: skip
         self.num_batches = self.world.num_batches(self.batch_size, world_size)
         self.normalize = ImageNormalizer(bundle.image_mean, bundle.image_std, device)
         self.tokenizer = bundle.tokenizer

@@ -3,8 +3,10 @@
 Each of the 16 categories (named like the 16 Geirhos categories, so the same zero-shot code serves both) has its own
 silhouette and its own texture (fastclip.ops.toyworld_render has the geometry). A natural image shows the
 category's silhouette, filled with the category's texture, at a random position, scale and rotation, in two random
-colours (colour is never a cue), on a low-contrast background; both cues predict the label. Evaluation sets take
-them apart: cue-conflict images put the texture of b in the shape of a, shape-only images fill the silhouette with
+colours (colour is never a cue), on a low-contrast background. In the cue-equal world both cues always predict the
+label; the training world's knobs (fastclip.data.toyworld_knobs: predictivity and decodability of each cue, caption
+noise) change how often and how clearly each cue shows it. Evaluation sets always show the cue-equal world and take
+the cues apart: cue-conflict images put the texture of b in the shape of a, shape-only images fill the silhouette with
 one flat colour, texture-only images fill the whole frame with the texture.
 
 Every per-sample value comes from a counter-based hash of (seed, kind, sample index, field), so scene i is the same
@@ -20,6 +22,7 @@ from typing import Iterator
 
 import torch
 
+from fastclip.data.toyworld_knobs import WorldKnobs
 from fastclip.ops.toyworld_render import (
     CATEGORIES,
     MASK32,
@@ -33,7 +36,8 @@ from fastclip.ops.toyworld_render import (
 __all__ = [
     "CATEGORIES", "KINDS", "TEMPLATES", "LabelledImages", "SceneParams", "ToyWorldData", "captions",
     "cue_conflict_set", "heldout_set", "sample_scenes", "scene_labels", "scenes_for_indices", "shape_only_set",
-    "texture_only_set", "HELDOUT_SEED", "CUE_CONFLICT_SEED", "SHAPE_ONLY_SEED", "TEXTURE_ONLY_SEED",
+    "texture_only_set", "WorldKnobs", "natural_cue_labels", "occlude", "occluder_boxes", "HELDOUT_SEED",
+    "CUE_CONFLICT_SEED", "SHAPE_ONLY_SEED", "TEXTURE_ONLY_SEED",
 ]  # fmt: skip
 
 KINDS = ("natural", "cue_conflict", "shape_only", "texture_only")
@@ -75,6 +79,9 @@ TEMPLATES: tuple[str, ...] = (
 _FIELDS = (
     "center_x", "center_y", "scale", "rotation", "dark_r", "dark_g", "dark_b", "bright_r", "bright_g", "bright_b",
     "swap", "background_r", "background_g", "background_b", "phase_x", "phase_y", "background_seed",
+    # The knobs' draws (fastclip.data.toyworld_knobs), after the others so that they leave those values as they were.
+    "texture_keep", "texture_other", "shape_keep", "shape_other", "occluder_x", "occluder_y", "caption_keep",
+    "caption_other",
 )  # fmt: skip
 _FIELD = {name: k for k, name in enumerate(_FIELDS)}
 _STREAM_DOMAIN = 0x5BD1E995
@@ -159,16 +166,63 @@ def _in_range(u: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
     return u * (high - low) + low
 
 
-def scenes_for_indices(indices: torch.Tensor, *, seed: int, kind: str = "natural", device=None) -> SceneParams:
+def _uniforms(seed: int, indices: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """(N, len(names)) uniforms of the natural kind's hash fields `names` (the same words scenes_for_indices uses)."""
+    streams = _streams("natural")[[_FIELD[name] for name in names]]
+    return uniform_from_hash(counter_hash(seed, indices, streams))
+
+
+def _other_category(category: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """A category other than `category`, uniform over the 15 others, from uniforms u in [0, 1)."""
+    return (category + 1 + (u * (NUM_CATEGORIES - 1)).to(torch.int64)) % NUM_CATEGORIES
+
+
+def _kept_or_other(category: torch.Tensor, keep: torch.Tensor, other: torch.Tensor, share: float) -> torch.Tensor:
+    if share >= 1.0:
+        return category.clone()
+    return torch.where(keep < share, category, _other_category(category, other))
+
+
+def natural_cue_labels(indices: torch.Tensor, *, seed: int, world: WorldKnobs) -> tuple[torch.Tensor, ...]:
+    """(caption labels, shape labels, texture labels) of natural training scenes `indices` in `world`.
+
+    The drawn category is index % 16. Its silhouette is shown with probability world.shape_predictivity, its
+    texture with probability world.texture_predictivity, else another category's (uniform over the other 15); the
+    caption names it with probability 1 - world.caption_noise, else another category. All draws are counter-based.
+    """
+    indices = indices.to(torch.int64)
+    category = indices % NUM_CATEGORIES
+    u = _uniforms(seed, indices, ("shape_keep", "shape_other", "texture_keep", "texture_other", "caption_keep",
+                                  "caption_other"))  # fmt: skip
+    shape = _kept_or_other(category, u[:, 0], u[:, 1], world.shape_predictivity)
+    texture = _kept_or_other(category, u[:, 2], u[:, 3], world.texture_predictivity)
+    caption = _kept_or_other(category, u[:, 4], u[:, 5], 1.0 - world.caption_noise)
+    return caption, shape, texture
+
+
+def _with_contrast(first: torch.Tensor, second: torch.Tensor, contrast: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull the two texture colours towards their midpoint: the pattern keeps its geometry, loses contrast."""
+    if contrast >= 1.0:
+        return first, second
+    middle = (first + second) / 2
+    return middle + contrast * (first - middle), middle + contrast * (second - middle)
+
+
+def scenes_for_indices(indices: torch.Tensor, *, seed: int, kind: str = "natural", device=None,
+                       world: WorldKnobs | None = None) -> SceneParams:  # fmt: skip
     """The scenes with these sample indices (any order, repeats allowed), computed on `device`.
 
-    Scene i depends only on (seed, i, kind), so any batch split, rank or device gives the same parameters (bit for
-    bit: integer hashing, then exact float32 arithmetic).
+    Scene i depends only on (seed, i, kind, world), so any batch split, rank or device gives the same parameters
+    (bit for bit: integer hashing, then exact float32 arithmetic). `world` (natural scenes only) sets the training
+    world's knobs; None is the cue-equal world, which every evaluation set shows.
     """
     _check_int("seed", seed, where="scenes_for_indices")
     _check_kind(kind, "scenes_for_indices")
     if not isinstance(indices, torch.Tensor) or indices.dim() != 1 or indices.dtype.is_floating_point:
         raise TypeError("scenes_for_indices: indices must be a 1-D integer tensor")
+    if world is not None and kind != "natural":
+        raise ValueError(f"scenes_for_indices: world knobs apply to natural scenes only, got kind {kind!r}")
+    world = WorldKnobs() if world is None else world
     device = torch.device(device) if device is not None else indices.device
     indices = indices.to(device, torch.int64)
     if indices.numel() and int(indices.min()) < 0:
@@ -182,7 +236,7 @@ def scenes_for_indices(indices: torch.Tensor, *, seed: int, kind: str = "natural
     def fields(*names: str) -> torch.Tensor:
         return u[:, [_FIELD[name] for name in names]]
 
-    scale = _in_range(field("scale"), SCALE_RANGE)
+    scale = _in_range(field("scale"), world.scale_range)
     reach = 1 - CENTER_MARGIN * scale
     center = (fields("center_x", "center_y") * 2 - 1) * reach[:, None]
     dark = _in_range(fields("dark_r", "dark_g", "dark_b"), DARK_RANGE)
@@ -194,7 +248,11 @@ def scenes_for_indices(indices: torch.Tensor, *, seed: int, kind: str = "natural
         bright_first = (bright - background).abs().mean(1) > (dark - background).abs().mean(1)
     first = torch.where(bright_first[:, None], bright, dark)
     second = torch.where(bright_first[:, None], dark, bright)
-    _, shape_labels, texture_labels = scene_labels(indices, kind)
+    first, second = _with_contrast(first, second, world.texture_contrast)
+    if kind == "natural":
+        _, shape_labels, texture_labels = natural_cue_labels(indices, seed=seed, world=world)
+    else:
+        _, shape_labels, texture_labels = scene_labels(indices, kind)
     return SceneParams(
         shape_id=shape_labels,
         texture_id=texture_labels,
@@ -206,6 +264,28 @@ def scenes_for_indices(indices: torch.Tensor, *, seed: int, kind: str = "natural
         texture_phase=fields("phase_x", "phase_y"),
         background_seed=hashes[:, _FIELD["background_seed"]],
     )
+
+
+def occluder_boxes(indices: torch.Tensor, params: SceneParams, *, seed: int, world: WorldKnobs) -> torch.Tensor:
+    """(N, 3) occluding squares (centre x, centre y, half side) in image units for natural scenes `indices`.
+
+    The square's side is world.occlusion times the silhouette's diameter (2 * scale); its centre lies uniformly
+    within half a radius of the silhouette's centre, so it always hides part of the silhouette.
+    """
+    u = _uniforms(seed, indices.to(torch.int64), ("occluder_x", "occluder_y")).to(params.device)
+    centre = params.center + (u * 2 - 1) * (params.scale / 2)[:, None]
+    return torch.cat([centre, (world.occlusion * params.scale)[:, None]], dim=1)
+
+
+def occlude(images: torch.Tensor, boxes: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """Paint each image's square `boxes` row (see occluder_boxes) in its flat `colors` row (N, 3), in place."""
+    side = images.shape[-1]
+    centres = (torch.arange(side, device=images.device, dtype=torch.float32) * 2 + 1) / side - 1
+    inside_x = (centres[None, :] - boxes[:, 0:1]).abs() <= boxes[:, 2:3]  # (N, S) columns
+    inside_y = (-centres[None, :] - boxes[:, 1:2]).abs() <= boxes[:, 2:3]  # (N, S) rows (y grows upwards)
+    mask = inside_y[:, :, None] & inside_x[:, None, :]
+    images.copy_(torch.where(mask[:, None], colors[:, :, None, None], images))
+    return images
 
 
 def sample_scenes(n: int, *, seed: int, start: int = 0, kind: str = "natural", device="cpu") -> SceneParams:
@@ -253,7 +333,11 @@ class ToyWorldData:
     at least once (exactly once when num_samples is a multiple of batch_size * world_size).
     """
 
-    def __init__(self, num_samples: int, *, image_size: int = 64, seed: int = 0, device="cpu"):
+    def __init__(self, num_samples: int, *, image_size: int = 64, seed: int = 0, device="cpu",
+                 world: WorldKnobs | None = None):  # fmt: skip
+        if world is not None and not isinstance(world, WorldKnobs):
+            raise TypeError(f"ToyWorldData: world must be a WorldKnobs, got {type(world).__name__}")
+        self.world = WorldKnobs() if world is None else world
         self.num_samples = _check_int("num_samples", num_samples, minimum=1, where="ToyWorldData")
         self.image_size = _check_int("image_size", image_size, minimum=1, where="ToyWorldData")
         self.seed = _check_int("seed", seed, where="ToyWorldData")
@@ -262,7 +346,7 @@ class ToyWorldData:
 
     def __repr__(self) -> str:
         return (f"ToyWorldData(num_samples={self.num_samples}, image_size={self.image_size}, seed={self.seed}, "
-                f"device={str(self.device)!r})")  # fmt: skip
+                f"device={str(self.device)!r}, world={self.world!r})")  # fmt: skip
 
     def _check_split(self, batch_size, world_size, rank=0) -> None:
         _check_int("batch_size", batch_size, minimum=1, where="ToyWorldData")
@@ -309,10 +393,14 @@ class ToyWorldData:
             yield self.render(ids)
 
     def render(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """(images, captions, ids) of natural scenes `ids` (any ids, e.g. one batch of sample_ids)."""
-        params = scenes_for_indices(ids, seed=self.seed, kind="natural", device=self.device)
-        labels, _, _ = scene_labels(ids, "natural")
-        return toyworld_render(params, self.image_size), _caption_texts(labels, ids, self.seed), ids
+        """(images, captions, ids) of natural scenes `ids` (any ids, e.g. one batch of sample_ids) in self.world."""
+        params = scenes_for_indices(ids, seed=self.seed, kind="natural", device=self.device, world=self.world)
+        images = toyworld_render(params, self.image_size)
+        if self.world.occlusion > 0:
+            boxes = occluder_boxes(ids, params, seed=self.seed, world=self.world)
+            occlude(images, boxes, params.background_color)
+        labels, _, _ = natural_cue_labels(ids, seed=self.seed, world=self.world)
+        return images, _caption_texts(labels, ids, self.seed), ids
 
 
 # ---------------------------------------------------------------------------------------------- evaluation sets

@@ -12,7 +12,10 @@ output folder with results.jsonl) and writes to --out (default: the one input's 
                  test between its peak epoch and the last epoch over the same items: for a correlation,
                  fastclip.ops.paired_difference_test (both Spearmans recomputed on the same resamples of the
                  pairs); for a mean (2AFC score, saliency metric, shape decisions), the paired bootstrap of the
-                 difference of means (fastclip.eval.stats.paired_mean_difference). p is two-sided.
+                 difference of means (fastclip.eval.stats.paired_mean_difference). p is two-sided;
+              4. the paper's findings (a)-(e), all inputs' runs pooled as one group (e.g. seeds), each with its
+                 statistic, a hierarchical bootstrap 95% CI over runs and items, and whether it reproduces
+                 (fastclip.eval.findings); these lines are printed too.
 Runs with one name in two inputs are told apart by the input folder's name.
 """
 
@@ -32,6 +35,7 @@ import torch
 from fastclip.eval.context import DEFAULT_RESAMPLES
 from fastclip.eval.errors import InputError
 from fastclip.eval.figure import write_figure
+from fastclip.eval.findings import Finding, evaluate_findings, findings_section, run_sources
 from fastclip.eval.items import items_path, load_items
 from fastclip.eval.registry import get_benchmark_class, registered_names
 from fastclip.eval.results import RESULTS_JSONL, read_results_jsonl
@@ -233,7 +237,7 @@ def paired_section(series: list[Series], *, resamples: int, seed: int) -> list[s
     return lines + [""]
 
 
-def write_report(inputs: Sequence[str | Path], out_dir: Path, *, resamples: int, seed: int) -> Path:
+def write_report(inputs: Sequence[str | Path], out_dir: Path, *, resamples: int, seed: int) -> tuple[Path, list[Finding]]:
     loaded = load_inputs(inputs)
     rows = [row for _, folder_rows in loaded for row in folder_rows]
     if not rows:
@@ -248,18 +252,21 @@ def write_report(inputs: Sequence[str | Path], out_dir: Path, *, resamples: int,
     lines += peak_section(series)
     lines += trajectory_section(series, resamples=resamples, seed=seed)
     lines += paired_section(series, resamples=resamples, seed=seed)
+    findings = evaluate_findings(run_sources(loaded), resamples=resamples, seed=seed)
+    lines += findings_section(findings, resamples=resamples, seed=seed, runs=runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_figure(rows, out_dir / "figure.png")
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
-    return path
+    return path, findings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastclip-eval report",
         description="Overlay the evaluations of one or several runs: figure.png and report.md (peak epochs, "
-        "correlations between metric trajectories, peak-vs-last paired tests).",
+        "correlations between metric trajectories, peak-vs-last paired tests, and whether the runs, pooled as one "
+        "group of seeds, reproduce the paper's findings (a)-(e), printed too).",
     )
     parser.add_argument("inputs", nargs="+", metavar="RUN_OR_EVAL_DIR", help="run folders (with eval/) or eval outputs")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the one input's eval folder)")
@@ -272,9 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None and len(args.inputs) > 1:
             raise InputError("several inputs: pass --out FOLDER for the report")
         out_dir = args.out if args.out is not None else eval_dir_of(args.inputs[0])
-        path = write_report(args.inputs, out_dir, resamples=args.resamples, seed=args.seed)
+        path, findings = write_report(args.inputs, out_dir, resamples=args.resamples, seed=args.seed)
     except InputError as exc:
         print(f"fastclip-eval report: error: {exc}", file=sys.stderr)
         return 2
+    for finding in findings:
+        print(finding.line())
     print(f"wrote {path} and {path.parent / 'figure.png'}")
     return 0

@@ -5,7 +5,8 @@
     torchrun --nproc-per-node 2 -m fastclip.train.cli -- --logs runs --name ddp
 
 A run writes LOGS/NAME/: params.json (every flag), out.log, metrics.jsonl (one line per logged step) and
-checkpoints/epoch_N.pt (open_clip's keys plus model_name, model_cfg and samples_seen, written atomically).
+checkpoints/epoch_N.pt (open_clip's keys plus model_name, model_cfg, samples_seen and, for the toy world, the
+`toyworld` knobs of the world it saw; written atomically).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from fastclip.data.loader import build_train_data
+from fastclip.data.toyworld_knobs import knobs_of_config
 from fastclip.eval.runner import DONE_MARKER
 from fastclip.io import atomic_write_text
 from fastclip.models import (
@@ -165,6 +167,7 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
     optimizer = create_optimizer(model, args, world.device)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "amp" and world.device.type == "cuda" else None
     data = build_train_data(args, bundle, device=world.device, rank=world.rank, world_size=world.world_size)
+    toyworld_knobs = knobs_of_config(args).as_dict() if args.dataset_type == "toyworld" else None
     evaluation = None
     if args.eval_every and world.is_main:
         from fastclip.eval.hook import TrainingEvaluation
@@ -217,6 +220,7 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
                 save_checkpoint(
                     path, model=model, optimizer=optimizer, epoch=completed, name=args.name, model_name=args.model,
                     model_cfg=bundle.model_cfg, samples_seen=progress.samples_seen, scaler=scaler,
+                    toyworld=toyworld_knobs,
                 )
                 log.info("saved %s", path)
             if evaluation is not None and evaluation.due(completed):

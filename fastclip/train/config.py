@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from fastclip.data.loader import DATASET_TYPES
+from fastclip.data.toyworld_knobs import DEFAULT_PRESET, KNOB_HELP, PRESETS, knobs_of_config
 from fastclip.models import DEFAULT_MODEL, PRECISIONS
 
 # One toy-world epoch when --train-num-samples is not given: 128 steps of the default batch.
@@ -66,6 +67,17 @@ class TrainConfig:
                              choices=("auto", "dali", "torch"))
     hw_decoder_load: float = flag(0.65, "share of JPEG decoding DALI gives the GPU's hardware decoder (A100, H100, "
                                   "H200; the rest runs on CUDA cores)")
+    # The toy world's knobs (fastclip.data.toyworld_knobs): a preset, then per-knob overrides (None: the preset's)
+    toyworld_preset: str = flag(DEFAULT_PRESET, "toy-world preset: paper (texture easier to decode but less "
+                                "predictive than shape, as in natural images) or cue-equal (both cues always "
+                                "predictive: the world before the knobs)", choices=tuple(PRESETS))
+    texture_predictivity: float | None = flag(None, KNOB_HELP["texture_predictivity"], type=float)
+    shape_predictivity: float | None = flag(None, KNOB_HELP["shape_predictivity"], type=float)
+    texture_contrast: float | None = flag(None, KNOB_HELP["texture_contrast"], type=float)
+    shape_scale_min: float | None = flag(None, KNOB_HELP["shape_scale_min"], type=float)
+    shape_scale_max: float | None = flag(None, KNOB_HELP["shape_scale_max"], type=float)
+    occlusion: float | None = flag(None, KNOB_HELP["occlusion"], type=float)
+    caption_noise: float | None = flag(None, KNOB_HELP["caption_noise"], type=float)
     # Optimisation
     batch_size: int = flag(64, "batch size per rank", type=positive_int)
     epochs: int = flag(5, "number of epochs to train for", type=positive_int)
@@ -146,4 +158,6 @@ def resolve_defaults(config: TrainConfig, *, device_type: str) -> TrainConfig:
         changes["precision"] = "amp" if device_type == "cuda" else "fp32"
     if config.train_num_samples is None and config.dataset_type == "toyworld":
         changes["train_num_samples"] = TOYWORLD_DEFAULT_NUM_SAMPLES
+    if config.dataset_type == "toyworld":  # params.json records every knob of the world the run sees
+        changes.update(knobs_of_config(config).as_dict())
     return dataclasses.replace(config, **changes)

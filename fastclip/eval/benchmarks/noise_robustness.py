@@ -15,7 +15,8 @@ Sigma sets: "imagenet-c" (severities 1-5: 0.08, 0.12, 0.18, 0.26, 0.38; imagecor
 Rows: "accuracy" (variant "sigma=<s>", Wilson 95% CIs) for sigma 0 and every sigma; "relative_drop"
 (clean - noisy) / clean for every sigma > 0 plus their mean (variant "mean"; the paper's exact "normalised accuracy
 drop" is not published, so the raw accuracies are kept too); "embedding_stability", the mean cosine between each
-image's clean and noisy embeddings (variant "sigma=<s>" with bootstrap CIs, and "mean").
+image's clean and noisy embeddings (variant "sigma=<s>" with bootstrap CIs, and "mean"). Per-item values (one row per
+sigma, 1 where an image is classified correctly) go to OUT/items/, so `fastclip-eval report` can resample images.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fastclip.eval.benchmarks.zeroshot import clean_logits
+from fastclip.eval.items import ItemValues
 from fastclip.eval.registry import Benchmark, BenchmarkOutput, Setting, register
 from fastclip.eval.results import Measurement
 from fastclip.eval.stats import bootstrap_mean_ci, wilson_interval
@@ -94,17 +96,17 @@ class NoiseRobustnessBenchmark(Benchmark):
         labels = data.labels.to(device)
         classifier = context.classifier(data.class_names, context.templates(data.templates))
         clean = context.features(data.images).embedding
-        correct = torch.zeros(len(sigmas), dtype=torch.long, device=device)
-        correct[0] = (clean_logits(context, data).argmax(dim=1) == labels).sum()
+        correct = torch.zeros(len(sigmas), len(labels), dtype=torch.bool, device=device)  # per sigma, per image
+        correct[0] = clean_logits(context, data).argmax(dim=1) == labels
         cosines = torch.empty(len(sigmas) - 1, len(labels), dtype=torch.float64, device=device)
         clean_unit = F.normalize(clean, dim=-1)
         for start, noisy in _noisy_batches(context, data.images, sigmas[1:]):
             stop = start + noisy.shape[1]
             for k, model_input in enumerate(noisy):
                 features = _encode(context, model_input)
-                correct[k + 1] += (classifier.logits(features).argmax(dim=1) == labels[start:stop]).sum()
+                correct[k + 1, start:stop] = classifier.logits(features).argmax(dim=1) == labels[start:stop]
                 cosines[k, start:stop] = (F.normalize(features, dim=-1) * clean_unit[start:stop]).sum(-1).double()
-        measurements = noise_measurements(correct.tolist(), len(labels), sigmas)
+        measurements = noise_measurements(correct.sum(dim=1).tolist(), len(labels), sigmas)
         stability = bootstrap_mean_ci(cosines, resamples=context.options.resamples, seed=context.options.seed)
         for k, sigma in enumerate(sigmas[1:]):
             value, low, high = (float(t[k]) for t in stability)
@@ -112,7 +114,9 @@ class NoiseRobustnessBenchmark(Benchmark):
         measurements.append(
             Measurement("embedding_stability", "mean", float(cosines.mean()), n=len(labels))
         )
-        return BenchmarkOutput(measurements)
+        # Per image and sigma, 1 when classified correctly: the report bootstraps the accuracy drop over images.
+        items = ItemValues("mean", ["accuracy"] * len(sigmas), [sigma_variant(s) for s in sigmas], correct.double())
+        return BenchmarkOutput(measurements, items=items)
 
 
 def _encode(context, model_input: torch.Tensor) -> torch.Tensor:
