@@ -235,11 +235,9 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
         raise ValueError(f"--accum-freq {args.accum_freq}: an epoch has only {data.num_batches} batch(es) per rank, "
                          "fewer than one optimizer step; lower --accum-freq or raise --train-num-samples")
     evaluation = None
-    if args.eval_every and world.is_main and not only_evaluate:
+    if args.eval_every and args.eval_suite and world.is_main and not only_evaluate:
         from fastclip.eval.hook import TrainingEvaluation
 
-        if args.eval_suite is None:
-            raise ValueError("--eval-every/--zeroshot-frequency needs --eval-suite (paper, toyworld or a suite file)")
         evaluation = TrainingEvaluation(args.eval_suite, run_dir, every=args.eval_every, device=world.device,
                                         precision=args.precision)  # fmt: skip
     epochs_done, progress, resumed = 0, Progress(), None
@@ -263,6 +261,9 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
                 atomic_write_text(run_dir / PARAMS_FILE, json.dumps(dataclasses.asdict(args), indent=2) + "\n")
             if resumed:
                 log.info(resumed)
+            if args.eval_every and not args.eval_suite:  # open_clip's --zeroshot-frequency without ImageNet: no-op
+                log.warning("--eval-every/--zeroshot-frequency %d: no --eval-suite given, so nothing is evaluated "
+                            "in-process (give --eval-suite paper, toyworld or a suite file)", args.eval_every)
             metrics = MetricsLog(run_dir / METRICS_FILE) if world.is_main else None
             if metrics is not None:
                 metrics.drop_after(progress.step)

@@ -122,7 +122,8 @@ OPEN_CLIP_FLAGS: dict[str, FlagSupport] = {
     "grad_clip_norm": _implemented(),
     "lock_text": _implemented(),
     "lock_text_unlocked_layers": _implemented(),
-    "lock_text_freeze_layer_norm": _implemented(),
+    "lock_text_freeze_layer_norm": _implemented("without it the locked layers' LayerNorms stay trainable (open_clip "
+                                                "3.3 asserts it for its own text towers)"),
     "log_every_n_steps": _implemented("100 as open_clip; the toy world defaults to 10"),
     "coca_caption_loss_weight": _refused("CoCa (its captioning loss and decoder) is not supported"),
     "coca_contrastive_loss_weight": _refused("CoCa (its captioning loss and decoder) is not supported"),

@@ -65,10 +65,15 @@ def _shard_pairs(args, limit: int | None) -> ValidationPairs:
 
 
 def read_validation_pairs(args) -> ValidationPairs:
-    """The pairs of --val-data (a CSV or tar shards, as --dataset-type or the extension says)."""
-    from fastclip.data.sources import detect_dataset_type
+    """The pairs of --val-data (a CSV or tar shards, as the extension or else --dataset-type says)."""
+    from fastclip.data.sources import DataSourceError, detect_dataset_type
 
-    kind = args.dataset_type if args.dataset_type in ("csv", "webdataset") else detect_dataset_type(args.val_data)
+    try:  # by extension first: a CSV validation set beside training shards is read as a CSV
+        kind = detect_dataset_type(args.val_data)
+    except DataSourceError:
+        if args.dataset_type not in ("csv", "webdataset"):
+            raise
+        kind = args.dataset_type
     if kind == "csv":
         return _csv_pairs(args, args.val_num_samples)
     if kind == "webdataset":
