@@ -198,7 +198,8 @@ def train(args: TrainConfig) -> TrainResult:
 
 def evaluates_only(args: TrainConfig) -> bool:
     """open_clip's evaluation run: --val-data without training data."""
-    return bool(args.val_data) and not args.train_data and not trains_toyworld(args) and args.dataset_type != "synthetic"
+    has_training_data = bool(args.train_data) or trains_toyworld(args) or args.dataset_type == "synthetic"
+    return bool(args.val_data) and not has_training_data
 
 
 def _train(args: TrainConfig, world: World) -> TrainResult:
@@ -308,6 +309,8 @@ def _train_epochs(args, world, *, bundle, model, optimizer, scaler, data, steps_
     trained = wrap_model(model, world, static_graph=args.ddp_static_graph, sync_batchnorm=args.use_bn_sync)
     if args.torchcompile:
         log.info("compiling the model (torch.compile)")
+        if args.grad_checkpointing and world.distributed:  # as open_clip: DDP's dynamo optimizer breaks with it
+            torch._dynamo.config.optimize_ddp = False
         trained = torch.compile(trained)  # checkpoints keep `model`'s keys, without the _orig_mod. prefix
     loss_fn = create_loss(args, world)
     lr_plan = LearningRatePlan.from_args(args, steps_per_epoch)

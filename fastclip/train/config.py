@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for config_field in dataclasses.fields(TrainConfig):
         settings = {key: value for key, value in config_field.metadata.items() if key != "aliases"}
-        default = config_field.default if config_field.default_factory is dataclasses.MISSING else config_field.default_factory()
+        default = config_field.default
+        if config_field.default_factory is not dataclasses.MISSING:
+            default = config_field.default_factory()
         if "default" not in settings["help"] and default not in (None, "", {}):
             settings["help"] += " (default: %(default)s)"
         if isinstance(default, bool):

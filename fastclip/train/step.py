@@ -5,8 +5,8 @@ cached; then each is encoded again with gradients and its features replace its o
 so the loss of every pass is the loss of the whole effective batch (k x batch size x ranks), and its gradient
 reaches only the re-encoded micro-batch. Summed over the k passes that is the towers' gradient of the large-batch
 loss (open_clip_train.train.train_one_epoch); the logit scale (and SigLIP's bias), which every pass uses with its
-gradient, gets k times its large-batch gradient, as in open_clip. fastclip's fused loss needs O(B·D) memory for the effective batch B,
-never the B x B logits.
+gradient, gets k times its large-batch gradient, as in open_clip. fastclip's fused loss needs O(B·D) memory for
+the effective batch B, never the B x B logits.
 """
 
 from __future__ import annotations
