@@ -142,6 +142,7 @@ def test_train_data_csv_trains_on_it_with_paths_relative_to_the_working_director
     run = tmp_path / "logs" / "csv"
     params = json.loads((run / "params.json").read_text())
     assert (params["dataset_type"], params["warmup"], params["lr"]) == ("auto", 10000, 5e-4)  # open_clip's
+    assert "dataset_type: auto\n" in (run / "params.txt").read_text()  # open_clip's params.txt layout
     assert "auto data, 8 images/epoch, 2 steps/epoch" in (run / "out.log").read_text()
     keys = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert keys["samples_seen"] == 8 and keys["skipped"] == 0

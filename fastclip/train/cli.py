@@ -4,7 +4,7 @@
     fastclip-train --train-data pairs.csv --model ViT-B-32 --epochs 10
     torchrun --nproc-per-node 2 -m fastclip.train.cli -- --logs runs --name ddp
 
-A run writes LOGS/NAME/: params.json (every flag), out.log, metrics.jsonl (one line per logged step, and one per
+A run writes LOGS/NAME/: params.json (every flag; params.txt as open_clip writes it), out.log, metrics.jsonl (one line per logged step, and one per
 validation with --val-data) and checkpoints/epoch_N.pt (open_clip's keys plus model_name, model_cfg and
 samples_seen, written atomically). With --val-data and no --train-data it only evaluates, as open_clip.
 """
@@ -58,6 +58,7 @@ from fastclip.train.optim import create_optimizer
 from fastclip.train.reporting import Reporter, report_targets
 
 PARAMS_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR = "params.json", "out.log", "metrics.jsonl", "checkpoints"
+OPEN_CLIP_PARAMS_FILE = "params.txt"
 VAL_RESULTS_FILE = "results.jsonl"  # open_clip's file of validation metrics, in the checkpoints folder
 CODE_DIR = "code"
 
@@ -259,7 +260,11 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
         reporter = Reporter(args, run_dir) if world.is_main and args.report_to else None
         try:
             if world.is_main:
-                atomic_write_text(run_dir / PARAMS_FILE, json.dumps(dataclasses.asdict(args), indent=2) + "\n")
+                params = dataclasses.asdict(args)
+                atomic_write_text(run_dir / PARAMS_FILE, json.dumps(params, indent=2) + "\n")
+                # open_clip's params.txt too: `name: value` lines, sorted, for tools that read it
+                atomic_write_text(run_dir / OPEN_CLIP_PARAMS_FILE,
+                                  "".join(f"{name}: {params[name]}\n" for name in sorted(params)))
             if resumed:
                 log.info(resumed)
             if args.eval_every and not args.eval_suite:  # open_clip's --zeroshot-frequency without ImageNet: no-op
