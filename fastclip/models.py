@@ -74,12 +74,27 @@ def model_config(model_name: str) -> dict:
     return config
 
 
-def _register_config(model_name: str, config: dict) -> None:
-    """Teach open_clip a config stored in a checkpoint (a model it may not ship)."""
+@contextlib.contextmanager
+def _registered_config(model_name: str, config: dict | None):
+    """Teach open_clip a config stored in a checkpoint (a model it may not ship, or one built with --force-*
+    overrides) while the model and its tokenizer are built; open_clip's own config for the name comes back after,
+    so one checkpoint does not change every later model of that name in the process."""
+    if config is None:
+        yield
+        return
     register_fastclip_configs()
     from open_clip import factory
 
+    missing = object()
+    previous = factory._MODEL_CONFIGS.get(model_name, missing)
     factory._MODEL_CONFIGS[model_name] = config
+    try:
+        yield
+    finally:
+        if previous is missing:
+            factory._MODEL_CONFIGS.pop(model_name, None)
+        else:
+            factory._MODEL_CONFIGS[model_name] = previous
 
 
 @dataclass
@@ -113,10 +128,11 @@ def create_model(
     """
     import open_clip
 
-    if model_cfg is not None:
-        _register_config(model_name, model_cfg)
-    config = model_config(model_name)
-    model = open_clip.create_model(model_name, pretrained=None, device=device, pretrained_text=False, **model_kwargs)
+    with _registered_config(model_name, model_cfg):
+        config = model_config(model_name)
+        model = open_clip.create_model(model_name, pretrained=None, device=device, pretrained_text=False,
+                                       **model_kwargs)
+        tokenizer = open_clip.get_tokenizer(model_name)
     if pretrained is not None:
         state = load_checkpoint(pretrained)
         load_state_dict_into(model, state["state_dict"], source=pretrained)
@@ -126,7 +142,7 @@ def create_model(
         model=model,
         model_name=model_name,
         model_cfg=config,
-        tokenizer=open_clip.get_tokenizer(model_name),
+        tokenizer=tokenizer,
         image_size=image_size,
         image_mean=tuple(getattr(vision, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
         image_std=tuple(getattr(vision, "image_std", None) or open_clip.OPENAI_DATASET_STD),

@@ -264,7 +264,7 @@ def test_fastclip_train_on_shards_with_one_percent_corrupt_images(tmp_path, back
                                          kinds=("garbled_header", "bad_huffman_table"))
     logs = tmp_path / "logs"
     argv = ["--train-data", f"{tmp_path}/shards/{{00000..00002}}.tar", "--dataset-type", "auto",
-            "--data-backend", backend, "--batch-size", "20", "--epochs", "1", "--workers", "2", "--warmup", "2",
+            "--model", "fc-tiny-vit", "--data-backend", backend, "--batch-size", "20", "--epochs", "1", "--workers", "2", "--warmup", "2",
             "--log-every-n-steps", "5", "--logs", str(logs), "--name", backend]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -122,3 +122,80 @@ def test_truncated_checkpoint_is_a_clear_error(run, tmp_path):
 def test_an_existing_run_is_not_overwritten(run):
     with pytest.raises(SystemExit, match="already holds a run.*--resume latest"):
         main([*TINY, "--logs", str(run.parent), "--name", run.name])
+
+
+def _write_open_clip_csv(folder, rows: int):
+    """An open_clip CSV: a tab-separated filepath/title table whose image paths are relative to `folder`."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    lines = ["filepath\ttitle"]
+    for row in range(rows):
+        Image.new("RGB", (24, 20), (row * 37 % 256, row * 91 % 256, 120)).save(folder / "images" / f"{row}.png")
+        lines.append(f"images/{row}.png\tpicture {row}")
+    (folder / "x.csv").write_text("\n".join(lines) + "\n")
+    return folder / "x.csv"
+
+
+def test_train_data_csv_trains_on_it_with_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """`fastclip-train --train-data x.csv`: auto detects the CSV (no toy world), and paths resolve as open_clip's."""
+    csv_path = _write_open_clip_csv(tmp_path / "data", 8)
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["--train-data", "x.csv", "--model", "fc-tiny-vit", "--batch-size", "4", "--epochs", "1",
+                 "--workers", "0", "--logs", str(tmp_path / "logs"), "--name", "csv"]) == 0
+    run = tmp_path / "logs" / "csv"
+    params = json.loads((run / "params.json").read_text())
+    assert (params["dataset_type"], params["warmup"], params["lr"]) == ("auto", 10000, 5e-4)  # open_clip's
+    assert "dataset_type: auto\n" in (run / "params.txt").read_text()  # open_clip's params.txt layout
+    assert "auto data, 8 images/epoch, 2 steps/epoch" in (run / "out.log").read_text()
+    keys = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert keys["samples_seen"] == 8 and keys["skipped"] == 0
+    # from another working directory the same relative paths resolve beside the CSV (the documented fallback)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--train-data", str(csv_path), "--model", "fc-tiny-vit", "--batch-size", "4", "--epochs", "1",
+                 "--workers", "0", "--logs", str(tmp_path / "logs"), "--name", "fallback"]) == 0
+
+
+def test_a_csv_whose_images_cannot_be_read_is_a_one_line_error_with_true_counts(tmp_path, monkeypatch, capsys):
+    """The issue's case: 64 rows, none readable from where fastclip runs: one line naming the file, 64 (not 96)."""
+    csv_path = _write_open_clip_csv(tmp_path / "data", 64)
+    for image in (tmp_path / "data" / "images").iterdir():
+        image.write_bytes(b"not an image")
+    monkeypatch.chdir(tmp_path / "data")
+    with pytest.raises(SystemExit) as failure:
+        main(["--train-data", "x.csv", "--model", "fc-tiny-vit", "--batch-size", "16", "--workers", "0",
+              "--logs", str(tmp_path / "logs"), "--name", "bad"])
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("fastclip-train: error: x.csv: 64 of its 64 rows have "
+                                                      "unreadable images")
+    assert "too few readable ones to fill 4 batch(es) of 16" in message and str(csv_path.parent) in message
+
+
+def test_open_clip_run_flags_on_synthetic_data(tmp_path, monkeypatch):
+    """open_clip's synthetic data, --torchcompile (the eager dynamo backend, to stay fast on the CPU), --log-local,
+    --debug, --copy-codebase, --report-to tensorboard, --save-most-recent and --delete-previous-checkpoint."""
+    compiled = []
+    real_compile = torch.compile
+
+    def compile_eagerly(model, **options):
+        compiled.append(model)
+        return real_compile(model, backend="eager", **options)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    argv = ["--dataset-type", "synthetic", "--train-num-samples", "8", "--batch-size", "4", "--epochs", "3",
+            "--model", "fc-tiny-vit", "--workers", "0", "--log-every-n-steps", "1", "--torchcompile", "--log-local",
+            "--debug", "--copy-codebase", "--report-to", "tensorboard", "--save-most-recent",
+            "--delete-previous-checkpoint", "--logs", str(tmp_path), "--name", "synthetic"]
+    assert main(argv) == 0
+    run = tmp_path / "synthetic"
+    assert len(compiled) == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_3.pt", "epoch_latest.pt"]
+    state = load_checkpoint(run / "checkpoints" / "epoch_latest.pt")
+    assert state["epoch"] == 3 and not any(key.startswith("_orig_mod.") for key in state["state_dict"])
+    assert (run / "out-0.log").is_file() and not (run / "out.log").exists()
+    assert "step 6:" in (run / "out-0.log").read_text()  # --debug lines
+    assert (run / "code" / "fastclip" / "train" / "cli.py").is_file()
+    assert any((run / "tensorboard").iterdir())
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # one black image captioned "Dummy caption", repeated: every pair is the same, so the loss is log(batch)
+    assert losses == pytest.approx([math.log(4)] * 6, rel=1e-5)

@@ -23,12 +23,27 @@ CPU_WORLD = World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu")
 def test_no_flags_train_the_tiny_model_on_the_toy_world():
     config = parse_args([])
     assert (config.model, config.dataset_type, config.logs, config.name, config.resume) == (
-        "fc-tiny-vit", "toyworld", "./logs", None, None)
+        "fc-tiny-vit", "toyworld", "./logs/", None, None)
+    assert (config.epochs, config.lr, config.warmup, config.log_every_n_steps) == (5, 1e-3, 50, 10)
     resolved = resolve_defaults(config, device_type="cpu")
     assert resolved.precision == "fp32" and resolved.train_num_samples == TOYWORLD_DEFAULT_NUM_SAMPLES
     assert resolve_defaults(config, device_type="cuda").precision == "amp"
     csv = resolve_defaults(parse_args(["--dataset-type", "csv"]), device_type="cpu")
     assert csv.train_num_samples is None  # every row of the CSV
+
+
+def test_train_data_means_open_clips_auto_type_and_defaults():
+    """As open_clip: --dataset-type auto whenever --train-data is given, and open_clip's defaults for the rest."""
+    from open_clip_train.params import parse_args as open_clip_parse_args
+
+    for argv in (["--train-data", "x.csv"], ["--train-data", "x.csv", "--model", "ViT-B-32"]):
+        ours, theirs = parse_args(argv), open_clip_parse_args(argv)
+        for name in ("dataset_type", "model", "epochs", "lr", "beta1", "beta2", "eps", "wd", "warmup", "workers",
+                     "batch_size", "log_every_n_steps", "save_frequency", "seed", "lr_scheduler"):
+            assert getattr(ours, name) == getattr(theirs, name), name
+        assert resolve_defaults(ours, device_type="cuda").precision == theirs.precision == "amp"
+    assert parse_args(["--train-data", "x.csv", "--dataset-type", "csv"]).dataset_type == "csv"
+    assert parse_args(["--val-data", "v.csv"]).dataset_type is None  # open_clip's evaluation-only run
 
 
 def test_open_clip_flags_parse_with_their_meanings():
@@ -38,15 +53,19 @@ def test_open_clip_flags_parse_with_their_meanings():
         "amp_bf16", "--workers", "0", "--seed", "3", "--logs", "runs", "--name", "x", "--save-frequency", "2",
         "--resume", "latest", "--grad-clip-norm", "1.5", "--local-loss", "--gather-with-grad", "--device", "cpu",
         "--csv-img-key", "img", "--csv-caption-key", "cap", "--csv-separator", ",", "--log-every-n-steps", "4",
-        "--beta1", "0.8", "--beta2", "0.9", "--eps", "1e-8", "--dist-backend", "gloo",
+        "--beta1", "0.8", "--beta2", "0.9", "--eps", "1e-8", "--dist-backend", "gloo", "--accum-freq", "2",
+        "--zeroshot-frequency", "3", "--aug-cfg", "scale=(0.5,1.0)", "color_jitter=x", "--force-image-size", "96",
+        "--image-mean", "0.1", "0.2", "0.3",
     ])
     assert config == TrainConfig(
         model="ViT-B-32", train_data="pairs.csv", dataset_type="csv", train_num_samples=1000, batch_size=32,
         epochs=3, lr=5e-4, wd=0.1, warmup=7, precision="amp_bf16", workers=0, seed=3, logs="runs", name="x",
         save_frequency=2, resume="latest", grad_clip_norm=1.5, local_loss=True, gather_with_grad=True,
         device="cpu", csv_img_key="img", csv_caption_key="cap", csv_separator=",", log_every_n_steps=4,
-        beta1=0.8, beta2=0.9, eps=1e-8, dist_backend="gloo",
+        beta1=0.8, beta2=0.9, eps=1e-8, dist_backend="gloo", accum_freq=2, eval_every=3,
+        aug_cfg={"scale": (0.5, 1.0), "color_jitter": "x"}, force_image_size=96, image_mean=[0.1, 0.2, 0.3],
     )
+    assert parse_args(["--precision", "amp_bfloat16"]).precision == "amp_bf16"  # open_clip's other spelling
 
 
 def test_dataset_type_choices_come_from_the_loader_registry(capsys):
@@ -56,7 +75,7 @@ def test_dataset_type_choices_come_from_the_loader_registry(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--epochs", "-1"], ["--precision", "fp16"], ["--lr", "x"],
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--epochs", "-1"], ["--precision", "fp8"], ["--lr", "x"],
                                  ["--log", "x"]])  # --log: no abbreviations, they would break as flags are added
 def test_bad_flags_are_refused(bad, capsys):
     with pytest.raises(SystemExit):

@@ -1,9 +1,14 @@
 """Image-caption pairs listed in a CSV file in open_clip's layout, read through a torch DataLoader.
 
 Layout: a text file with a header row and columns separated by `--csv-separator` (a tab by default); the column
-`--csv-img-key` (default `filepath`) holds image paths, relative ones resolved against the CSV's folder, and
+`--csv-img-key` (default `filepath`) holds image paths, and
 `--csv-caption-key` (default `title`) holds captions. An empty caption is an empty text (open_clip reads the file
 with pandas, which turns it into NaN and trains on the word "nan").
+
+Relative image paths resolve as open_clip resolves them, against the working directory; when none of the first
+rows' images exists there but they do exist beside the CSV, they resolve against the CSV's folder instead (a CSV
+written next to its images trains from any working directory). The choice is made once per file, from a sample
+of rows, so that a CSV of millions of rows does not cost a file-system lookup per row before training.
 
 Unreadable images (missing, truncated, not an image) are skipped, not fatal: the dataset returns an `Unreadable`
 marker instead of raising, the collate keeps markers apart from the readable samples, and `CsvTrainData` logs and
@@ -26,7 +31,7 @@ from typing import Callable, Iterator
 import torch
 
 from fastclip.data.loader import Batch, TrainData, batches_per_rank
-from fastclip.data.skips import NoReadableSamplesError, format_counts
+from fastclip.data.skips import NoReadableSamplesError
 from fastclip.data.webdataset import UnreadableImageError, decode_rgb_file
 
 _log = logging.getLogger(__name__)
@@ -34,6 +39,10 @@ _log = logging.getLogger(__name__)
 
 class CsvFormatError(ValueError):
     """A CSV file that does not fit open_clip's layout; the message names the file and what was found."""
+
+
+class TooFewReadableImagesError(CsvFormatError, NoReadableSamplesError):
+    """The CSV's rows do not hold enough readable images to fill a rank's batches."""
 
 
 def _separator_name(separator: str) -> str:
@@ -78,11 +87,31 @@ def read_csv_table(path: str | Path, *, img_key: str = "filepath", caption_key: 
         rows = list(reader)
     if not rows:
         raise CsvFormatError(f"{path}: the header is there but no rows follow")
-    folder = path.parent
     # A short row gives None for absent fields: a missing image path is an unreadable image, a missing caption empty.
-    image_paths = [str(folder / row[img_key]) if row[img_key] else "" for row in rows]
+    listed = [row[img_key] or "" for row in rows]
+    base = relative_path_base(path, listed)
+    image_paths = [str(base / image) if image and base is not None else image for image in listed]
     captions = [row[caption_key] or "" for row in rows]
     return CsvTable(path=path, image_paths=image_paths, captions=captions)
+
+
+# Relative image paths probed to choose where they resolve (see the module docstring).
+RESOLUTION_SAMPLE = 64
+# Passes over the rows a rank may spend refilling batches before it gives up on an epoch.
+REFILL_PASSES = 8
+
+
+def relative_path_base(csv_path: Path, image_paths: list[str]) -> Path | None:
+    """None (the working directory, as open_clip) unless the sampled relative paths exist only beside the CSV."""
+    relative = [image for image in image_paths if image and not Path(image).is_absolute()][:RESOLUTION_SAMPLE]
+    if not relative or any(Path(image).exists() for image in relative):
+        return None
+    folder = csv_path.parent
+    if any((folder / image).exists() for image in relative):
+        _log.info("%s: image paths resolve against the CSV's folder %s (not found in the working directory %s)",
+                  csv_path, folder, Path.cwd())
+        return folder
+    return None
 
 
 @dataclass
@@ -191,26 +220,35 @@ class CsvTrainData(TrainData):
             generator=torch.Generator().manual_seed(_mixed_seed(self.seed, epoch, self.rank, 1)),
         )
 
+    def _too_few_readable(self, unreadable_rows: dict[int, Unreadable], epoch: int) -> TooFewReadableImagesError:
+        example = next(iter(unreadable_rows.values()))
+        return TooFewReadableImagesError(
+            f"{self.table.path}: {len(unreadable_rows)} of its {len(self.table)} rows have unreadable images (e.g. "
+            f"line {example.row + 2}, {example.image_path or '(empty path)'}: {example.reason.splitlines()[0]}), too "
+            f"few readable ones to fill {self.num_batches} batch(es) of {self.batch_size} in epoch {epoch + 1}; "
+            f"relative paths resolve against the working directory {Path.cwd()}, then the CSV's folder"
+        )
+
     def batches(self, epoch: int) -> Iterator[Batch]:
         images: list[torch.Tensor] = []
         captions: list[str] = []
         rows: list[int] = []
-        emitted = 0
+        emitted = skipped_this_epoch = 0
         self.epoch_skip_counts = Counter()
+        unreadable_rows: dict[int, Unreadable] = {}  # distinct rows: the stream revisits rows when it refills
         for chunk in self._loader(epoch):
             for bad in chunk.unreadable:
                 self.skip_counts["unreadable_image"] += 1
                 self.epoch_skip_counts["unreadable_image"] += 1
+                skipped_this_epoch += 1
+                unreadable_rows.setdefault(bad.row, bad)
                 _log.warning(
                     "%s: skipped unreadable image %s (line %d): %s", self.table.path, bad.image_path or "(empty path)",
                     bad.row + 2, bad.reason,
                 )
-            if sum(self.epoch_skip_counts.values()) > max(len(self.table), self.batch_size):
-                raise NoReadableSamplesError(
-                    f"{self.table.path}: too few readable images to fill the batches of epoch {epoch + 1}: skipped "
-                    f"{format_counts(self.epoch_skip_counts)}; check the image paths (relative paths resolve "
-                    "against the CSV's folder)"
-                )
+            all_unreadable = len(unreadable_rows) == len(self.table)
+            if all_unreadable or skipped_this_epoch > REFILL_PASSES * len(self.table):
+                raise self._too_few_readable(unreadable_rows, epoch)
             images += chunk.images
             captions += chunk.captions
             rows += chunk.rows

@@ -127,6 +127,12 @@ def _build_folder(args, bundle, *, device, rank, world_size) -> TrainData:
     return build_streaming_train_data(args, bundle, kind="folder", device=device, rank=rank, world_size=world_size)
 
 
+def _build_synthetic(args, bundle, *, device, rank, world_size) -> TrainData:
+    from fastclip.data.synthetic import SyntheticTrainData
+
+    return SyntheticTrainData(args, bundle, device=device, rank=rank, world_size=world_size)
+
+
 def _build_auto(args, bundle, *, device, rank, world_size) -> TrainData:
     """open_clip's `auto`: the type follows --train-data (.csv/.tsv, .tar shards, a folder of class folders)."""
     from fastclip.data.sources import detect_dataset_type
@@ -139,7 +145,7 @@ def _build_auto(args, bundle, *, device, rank, world_size) -> TrainData:
 
 SOURCES: dict[str, Callable[..., TrainData]] = {
     "toyworld": _build_toyworld, "csv": _build_csv, "webdataset": _build_webdataset, "folder": _build_folder,
-    "auto": _build_auto,
+    "auto": _build_auto, "synthetic": _build_synthetic,
 }
 DATASET_TYPES = tuple(SOURCES)
 

@@ -1,5 +1,5 @@
 """One training epoch: open_clip's step (autocast forward, loss, scaled backward, clip, step, logit_scale clamp),
-with step metrics to a JSONL file and a progress bar on rank 0."""
+with step metrics to a JSONL file (and the --report-to targets) and a progress bar on rank 0."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm import tqdm
 
-from fastclip.data.loader import TrainData
+from fastclip.data.loader import Batch, TrainData
 from fastclip.io import atomic_write_text
-from fastclip.models import autocast
 from fastclip.train.data_counts import DataCounts, reduce_with_counts
 from fastclip.train.distributed import World, unwrap_model
-from fastclip.train.schedule import assign_lr, cosine_lr
+from fastclip.train.lr_schedulers import LearningRatePlan
+from fastclip.train.schedule import assign_lr
+from fastclip.train.step import forward_backward
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's cap on the learned temperature
 
@@ -56,6 +58,30 @@ class MetricsLog:
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, grad_clip_norm) -> None:
+    """Unscale (amp), clip, step and update the scaler, as open_clip."""
+    if scaler is not None:
+        if grad_clip_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        if grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        optimizer.step()
+
+
+def grouped(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of `size` micro-batches; an incomplete last group is dropped, as open_clip does."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+
+
 def train_one_epoch(
     *,
     model: torch.nn.Module,
@@ -66,16 +92,23 @@ def train_one_epoch(
     args,
     world: World,
     epoch: int,
-    total_steps: int,
+    lr_plan: LearningRatePlan,
     progress: Progress,
     metrics: MetricsLog | None,
     log: logging.Logger,
+    reporter=None,
 ) -> dict:
-    """Trains on `data.batches(epoch)`; updates `progress`; returns the mean of the logged losses and images/s."""
+    """Trains on `data.batches(epoch)`; updates `progress`; returns the mean of the logged losses and images/s.
+
+    An optimizer step takes --accum-freq batches of the data (fastclip.train.step), so an epoch has
+    data.num_batches // accum_freq steps.
+    """
     model.train()
-    images_per_step = args.batch_size * world.world_size
+    accum_freq = args.accum_freq
+    steps_per_epoch = data.num_batches // accum_freq
+    images_per_step = args.batch_size * accum_freq * world.world_size
     bar = tqdm(
-        total=data.num_batches * images_per_step, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
+        total=steps_per_epoch * images_per_step, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
         disable=not world.is_main, dynamic_ncols=True, leave=True,
     )
     losses: list[float] = []
@@ -86,40 +119,26 @@ def train_one_epoch(
     steps_done = 0
     pads = 0  # this rank's pad samples since the last logged step
     counts = DataCounts(0, {}, {})
-    for batch in data.batches(epoch):
+    for micro_batches in grouped(data.batches(epoch), accum_freq):
         data_seconds += time.perf_counter() - batch_ready
-        lr = cosine_lr(progress.step, base_lr=args.lr, warmup_steps=args.warmup, total_steps=total_steps)
+        lr = lr_plan.lr(progress.step)
         assign_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(args.precision, world.device):
-            # (image_features, text_features, logit_scale[, logit_bias]): the bias exists for SigLIP models only.
-            outputs = model(batch.images, batch.texts)
-            image_features, text_features, logit_scale = outputs[:3]
-            loss = loss_fn(image_features, text_features, logit_scale, *outputs[3:4])
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if args.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if args.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
-            optimizer.step()
+        output = forward_backward(model, loss_fn, micro_batches, precision=args.precision, device=world.device,
+                                  scaler=scaler)
+        optimizer_step(model, optimizer, scaler, args.grad_clip_norm)
         clamp_logit_scale(model)
 
         progress.step += 1
         progress.samples_seen += images_per_step
-        pads += batch.num_pads
+        pads += sum(batch.num_pads for batch in micro_batches)
         window_steps += 1
         steps_done += 1
         bar.update(images_per_step)
-        last = steps_done == data.num_batches
+        last = steps_done == steps_per_epoch
         if progress.step % args.log_every_n_steps == 0 or last:
             # Every rank takes part (the all-reduce); the step numbers are the same on every rank.
-            (loss_sum,), counts = reduce_with_counts([loss.item()], data, pads, world)
+            (loss_sum,), counts = reduce_with_counts([output.loss.item()], data, pads, world)
             progress.samples_seen -= counts.pads  # real samples only
             pads = 0
             mean_loss = loss_sum / world.world_size
@@ -134,7 +153,7 @@ def train_one_epoch(
                 "epoch": epoch + 1,
                 "loss": mean_loss,
                 "lr": lr,
-                "logit_scale": float(logit_scale.detach()),
+                "logit_scale": float(output.logit_scale),
                 "images_per_s": window_steps * images_per_step / (now - window_start),
                 "data_s_per_step": data_seconds / window_steps,
                 "samples_seen": progress.samples_seen,
@@ -144,20 +163,23 @@ def train_one_epoch(
             window_start, window_steps, data_seconds = now, 0, 0.0
             if world.is_main:
                 metrics.write(record)
+                if reporter is not None:
+                    reporter.train_step(record)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=counts.metrics()["skipped"],
                                 refresh=False)
+                log.debug("step %d: %s", progress.step, record)
         batch_ready = time.perf_counter()
     bar.close()
-    if steps_done != data.num_batches:
+    if steps_done != steps_per_epoch:
         raise RuntimeError(
-            f"the {args.dataset_type} data yielded {steps_done} batches in epoch {epoch + 1}, not the "
+            f"the {args.dataset_type} data yielded {steps_done * accum_freq} batches in epoch {epoch + 1}, not the "
             f"{data.num_batches} it announced; every rank must run the same number of steps"
         )
     seconds = time.perf_counter() - epoch_start
     summary = {
         "epoch": epoch + 1,
         "loss": sum(losses) / len(losses),
-        "images_per_s": data.num_batches * images_per_step / seconds,
+        "images_per_s": steps_per_epoch * images_per_step / seconds,
         "seconds": seconds,
     }
     log.info(

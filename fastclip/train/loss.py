@@ -22,7 +22,8 @@ def create_loss(args, world: World) -> torch.nn.Module:
 
     backend = LOSS_BACKENDS[args.loss]
     if args.siglip:
-        return FusedSigLipLoss(rank=world.rank, world_size=world.world_size, backend=backend)
+        return FusedSigLipLoss(rank=world.rank, world_size=world.world_size, backend=backend,
+                               dist_impl=getattr(args, "loss_dist_impl", None))
     return FusedClipLoss(
         local_loss=args.local_loss,
         gather_with_grad=args.gather_with_grad,
