@@ -5,7 +5,8 @@
     torchrun --nproc-per-node 2 -m fastclip.train.cli -- --logs runs --name ddp
 
 A run writes LOGS/NAME/: params.json (every flag), out.log, metrics.jsonl (one line per logged step) and
-checkpoints/epoch_N.pt (open_clip's keys plus model_name, model_cfg and samples_seen, written atomically).
+checkpoints/epoch_N.pt (open_clip's keys plus model_name, model_cfg, samples_seen and the train_state that resumes
+it exactly, written atomically; with --save-every-n-steps also the newest epoch_E_step_S.pt).
 """
 
 from __future__ import annotations
@@ -27,14 +28,7 @@ from tqdm import tqdm
 from fastclip.data.loader import build_train_data
 from fastclip.eval.runner import DONE_MARKER
 from fastclip.io import atomic_write_text
-from fastclip.models import (
-    CheckpointError,
-    create_model,
-    latest_valid_checkpoint,
-    load_checkpoint,
-    load_state_dict_into,
-    save_checkpoint,
-)
+from fastclip.models import create_model, latest_valid_checkpoint
 from fastclip.train.config import TrainConfig, parse_args, resolve_defaults
 from fastclip.train.distributed import (
     MainRankError,
@@ -45,9 +39,12 @@ from fastclip.train.distributed import (
     shutdown,
     wrap_model,
 )
-from fastclip.train.loop import MetricsLog, Progress, train_one_epoch
+from fastclip.train.checkpoints import Checkpointer
+from fastclip.train.loop import MetricsLog, train_one_epoch
 from fastclip.train.loss import create_loss, model_kwargs
 from fastclip.train.optim import create_optimizer
+from fastclip.train.schedule import schedule_from_args
+from fastclip.train.state import ResumePoint, restore
 
 PARAMS_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR = "params.json", "out.log", "metrics.jsonl", "checkpoints"
 
@@ -123,28 +120,6 @@ def resolve_resume(args: TrainConfig, checkpoint_dir: Path, world: World) -> str
     return on_main_then_broadcast(world, lambda: str(latest_valid_checkpoint(checkpoint_dir)))
 
 
-def restore(path: str, args: TrainConfig, *, model, optimizer, scaler, batches_per_epoch: int, world: World):
-    """Load a checkpoint into the model (and optimizer/scaler); returns (epochs done, Progress, what was done)."""
-    checkpoint = load_checkpoint(path)
-    stored_model = checkpoint.get("model_name")
-    if stored_model is not None and stored_model != args.model:
-        raise CheckpointError(f"{path}: holds a {stored_model!r} model, but --model is {args.model!r}")
-    load_state_dict_into(model, checkpoint["state_dict"], source=path)
-    if "epoch" not in checkpoint:  # as open_clip: a checkpoint without an epoch only provides weights
-        return 0, Progress(), f"loaded weights from {path} (it has no epoch: training starts at epoch 1)"
-    epochs_done = int(checkpoint["epoch"])
-    if "optimizer" in checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    if scaler is not None and "scaler" in checkpoint:
-        scaler.load_state_dict(checkpoint["scaler"])
-    images_per_epoch = batches_per_epoch * args.batch_size * world.world_size
-    progress = Progress(
-        step=epochs_done * batches_per_epoch,
-        samples_seen=int(checkpoint.get("samples_seen", epochs_done * images_per_epoch)),
-    )
-    return epochs_done, progress, f"resumed from {path}: {epochs_done} epoch(s) done, {progress.samples_seen} samples seen"
-
-
 def train(args: TrainConfig) -> TrainResult:
     """Run a training job as `args` describes (joins torchrun's process group when there is one)."""
     world = init_distributed(args.device, args.dist_backend)
@@ -186,12 +161,14 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
             raise ValueError("--eval-every needs --eval-suite (paper, toyworld or a suite file)")
         evaluation = TrainingEvaluation(args.eval_suite, run_dir, every=args.eval_every, device=world.device,
                                         precision=args.precision)  # fmt: skip
-    epochs_done, progress, resumed = 0, Progress(), None
+    point = ResumePoint()
     if resume_path is not None:
-        epochs_done, progress, resumed = restore(
-            resume_path, args, model=model, optimizer=optimizer, scaler=scaler, batches_per_epoch=data.num_batches,
-            world=world,
-        )
+        point = restore(resume_path, args, model=model, optimizer=optimizer, scaler=scaler, data=data, world=world)
+    progress, epochs_done = point.progress, point.progress.epoch
+    schedule = schedule_from_args(args, samples_per_step=args.batch_size * world.world_size,
+                                  steps_per_epoch=data.num_batches, stored_units=point.schedule_units)
+    checkpoints = Checkpointer(checkpoint_dir, args=args, model_cfg=bundle.model_cfg, model=model,
+                               optimizer=optimizer, scaler=scaler, world=world, schedule_units=schedule.units())
 
     if world.is_main:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -200,8 +177,8 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
     with run_logging(run_dir / LOG_FILE if world.is_main else None, world) as log:
         if world.is_main:
             atomic_write_text(run_dir / PARAMS_FILE, json.dumps(dataclasses.asdict(args), indent=2) + "\n")
-        if resumed:
-            log.info(resumed)
+        for note in point.notes:
+            log.info(note)
         log.info(
             "run %s: %s (%.1fM parameters) on %s x %d, %s data, %d images/epoch, %d steps/epoch, precision %s",
             run_dir, args.model, sum(p.numel() for p in model.parameters()) / 1e6, world.device, world.world_size,
@@ -215,23 +192,19 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
         summaries = []
         if epochs_done >= args.epochs:
             log.info("nothing to train: %d of --epochs %d already done", epochs_done, args.epochs)
+        point.apply_rng(world.device)
         for epoch in range(epochs_done, args.epochs):
+            start_batch, data_position = (point.start_batch, point.data_position) if epoch == epochs_done else (0, None)
             summaries.append(train_one_epoch(
                 model=trained, data=data, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, args=args,
-                world=world, epoch=epoch, total_steps=data.num_batches * args.epochs, progress=progress,
-                metrics=metrics, log=log,
+                world=world, epoch=epoch, schedule=schedule, progress=progress, metrics=metrics, log=log,
+                start_batch=start_batch, data_position=data_position, checkpointer=checkpoints,
             ))
             completed = epoch + 1
-            due = completed == args.epochs or (args.save_frequency > 0 and completed % args.save_frequency == 0)
-            if due and world.is_main:
-                path = checkpoint_dir / f"epoch_{completed}.pt"
-                save_checkpoint(
-                    path, model=model, optimizer=optimizer, epoch=completed, name=args.name, model_name=args.model,
-                    model_cfg=bundle.model_cfg, samples_seen=progress.samples_seen, scaler=scaler,
-                )
-                log.info("saved %s", path)
+            checkpoints.after_epoch(progress, data)
             if evaluation is not None and evaluation.due(completed):
-                evaluation(bundle, args.name, completed, progress.samples_seen)
+                with torch.random.fork_rng(devices=[world.device] if world.device.type == "cuda" else []):
+                    evaluation(bundle, args.name, completed, progress.samples_seen)  # draws nothing from training's RNG
                 log.info("evaluated epoch %d with the suite %s: %s", completed, args.eval_suite, evaluation.out_dir)
         if world.is_main:  # fastclip-eval --follow stops after its next round
             (run_dir / DONE_MARKER).write_text(f"{args.epochs}\n")

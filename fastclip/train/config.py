@@ -101,6 +101,10 @@ class TrainConfig:
     log_every_n_steps: int = flag(10, "write a metrics line every N steps", type=positive_int)
     save_frequency: int = flag(1, "write LOGS/NAME/checkpoints/epoch_N.pt every N epochs (and after the last); "
                                "0 saves only the last", type=non_negative_int)
+    # Mid-epoch checkpoints (fastclip.train.checkpoints; open_clip_train has no equivalent flag)
+    save_every_n_steps: int = flag(0, "also write LOGS/NAME/checkpoints/epoch_E_step_S.pt every N optimizer steps "
+                                   "(E epochs done, S steps done), keeping only the newest; --resume latest continues "
+                                   "from it exactly, in the middle of an epoch (0: never)", type=non_negative_int)
     resume: str | None = flag(None, "`latest` (the newest readable checkpoint of LOGS/NAME) or a checkpoint path")
     # Evaluation during training (fastclip.eval.hook)
     eval_every: int = flag(0, "run the --eval-suite in-process every N epochs, results in LOGS/NAME/eval (0: never)",

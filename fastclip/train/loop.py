@@ -7,8 +7,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -16,18 +16,12 @@ from tqdm import tqdm
 from fastclip.data.loader import TrainData
 from fastclip.io import atomic_write_text
 from fastclip.models import autocast
+from fastclip.train.checkpoints import Checkpointer
 from fastclip.train.distributed import World, all_reduce_sum, unwrap_model
-from fastclip.train.schedule import assign_lr, cosine_lr
+from fastclip.train.schedule import LrSchedule, assign_lr
+from fastclip.train.state import Progress
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's cap on the learned temperature
-
-
-@dataclass
-class Progress:
-    """Counters that a checkpoint carries across a resume."""
-
-    step: int = 0  # optimizer steps done, over all epochs
-    samples_seen: int = 0  # over all ranks
 
 
 def clamp_logit_scale(model: torch.nn.Module) -> None:
@@ -65,17 +59,22 @@ def train_one_epoch(
     args,
     world: World,
     epoch: int,
-    total_steps: int,
+    schedule: LrSchedule,
     progress: Progress,
     metrics: MetricsLog | None,
     log: logging.Logger,
+    start_batch: int = 0,
+    data_position: Any = None,
+    checkpointer: Checkpointer | None = None,
 ) -> dict:
-    """Trains on `data.batches(epoch)`; updates `progress`; returns the mean of the logged losses and images/s."""
+    """Trains on `data.batches(epoch)` from `start_batch` on (a resumed run: `data_position` is where the rank's
+    stream stood); updates `progress`, letting `checkpointer` save after each step; returns the mean of the logged
+    losses and images/s."""
     model.train()
     images_per_step = args.batch_size * world.world_size
     bar = tqdm(
-        total=data.num_batches * images_per_step, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
-        disable=not world.is_main, dynamic_ncols=True, leave=True,
+        total=data.num_batches * images_per_step, initial=start_batch * images_per_step,
+        desc=f"epoch {epoch + 1}/{args.epochs}", unit="img", disable=not world.is_main, dynamic_ncols=True, leave=True,
     )
     losses: list[float] = []
     epoch_start = window_start = time.perf_counter()
@@ -83,9 +82,10 @@ def train_one_epoch(
     data_seconds = 0.0
     batch_ready = time.perf_counter()
     steps_done = 0
-    for batch in data.batches(epoch):
+    batches = data.batches_from(epoch, start_batch, data_position) if start_batch else data.batches(epoch)
+    for batch in batches:
         data_seconds += time.perf_counter() - batch_ready
-        lr = cosine_lr(progress.step, base_lr=args.lr, warmup_steps=args.warmup, total_steps=total_steps)
+        lr = schedule(progress.samples_seen)
         assign_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         with autocast(args.precision, world.device):
@@ -112,7 +112,8 @@ def train_one_epoch(
         window_steps += 1
         steps_done += 1
         bar.update(images_per_step)
-        last = steps_done == data.num_batches
+        last = start_batch + steps_done == data.num_batches
+        progress.epoch, progress.batches_in_epoch = (epoch + 1, 0) if last else (epoch, start_batch + steps_done)
         if progress.step % args.log_every_n_steps == 0 or last:
             # Every rank takes part (the all-reduce); the step numbers are the same on every rank.
             loss_sum, skipped = all_reduce_sum([loss.item(), float(data.skipped)], world)
@@ -139,18 +140,20 @@ def train_one_epoch(
             if world.is_main:
                 metrics.write(record)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=int(skipped), refresh=False)
+        if checkpointer is not None:
+            checkpointer.after_step(progress, data)
         batch_ready = time.perf_counter()
     bar.close()
-    if steps_done != data.num_batches:
+    if start_batch + steps_done != data.num_batches:
         raise RuntimeError(
-            f"the {args.dataset_type} data yielded {steps_done} batches in epoch {epoch + 1}, not the "
+            f"the {args.dataset_type} data yielded {start_batch + steps_done} batches in epoch {epoch + 1}, not the "
             f"{data.num_batches} it announced; every rank must run the same number of steps"
         )
     seconds = time.perf_counter() - epoch_start
     summary = {
         "epoch": epoch + 1,
         "loss": sum(losses) / len(losses),
-        "images_per_s": data.num_batches * images_per_step / seconds,
+        "images_per_s": steps_done * images_per_step / seconds,
         "seconds": seconds,
     }
     log.info(
