@@ -9,6 +9,7 @@ a resume that lost the random-number state would differ (test_the_micro_model_dr
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -170,22 +171,44 @@ def test_a_run_killed_mid_epoch_and_resumed_equals_the_uninterrupted_run(
     assert [p.name for p in resumable_checkpoints(run / "checkpoints")] == ["epoch_1.pt", "epoch_2.pt"]
 
 
+# fastclip-train in a fresh process, with the micro model registered; KILL_AFTER_STEP=k makes every rank exit right
+# after the step-k checkpoint (a crash that every rank sees at the same point).
+DRIVER = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import open_clip
+    from fastclip.train.checkpoints import Checkpointer
+    from fastclip.train.cli import main
+
+    path = Path(sys.argv[1]) / "{model}.json"
+    path.write_text(json.dumps({config!r}))
+    open_clip.add_model_config(path)
+    kill_after_step = int(os.environ.get("KILL_AFTER_STEP", "0"))
+    write_step_checkpoint = Checkpointer.after_step
+
+    def after_step(self, progress, data):
+        write_step_checkpoint(self, progress, data)
+        if progress.step == kill_after_step:
+            raise SystemExit(3)
+
+    Checkpointer.after_step = after_step
+    sys.exit(main(sys.argv[2:]))
+""").format(model=MICRO_MODEL, config=MICRO_CONFIG)
+
+
+def write_driver(folder: Path) -> list[str]:
+    """The driver's command-line prefix (script and the folder for the model config)."""
+    driver = folder / "driver.py"
+    driver.write_text(DRIVER)
+    return [str(driver), str(folder)]
+
+
 def test_sigkill_after_a_step_checkpoint_then_resume_latest(sources, uninterrupted, tmp_path):
     """A real SIGKILL of a training process, right after its first step checkpoint appears."""
-    register = tmp_path / "driver.py"
-    register.write_text(textwrap.dedent(f"""
-        import json, sys
-        from pathlib import Path
-        import open_clip
-        path = Path({str(tmp_path)!r}) / "{MICRO_MODEL}.json"
-        path.write_text(json.dumps({MICRO_CONFIG!r}))
-        open_clip.add_model_config(path)
-        from fastclip.train.cli import main
-        sys.exit(main(sys.argv[1:]))
-    """))
+    driver = write_driver(tmp_path)
     argv = [*TINY, *sources["toyworld"], "--logs", str(tmp_path), "--name", "killed", "--save-every-n-steps", "1"]
     checkpoints = tmp_path / "killed" / "checkpoints"
-    process = subprocess.Popen([sys.executable, str(register), *argv], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, *driver, *argv], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -200,11 +223,38 @@ def test_sigkill_after_a_step_checkpoint_then_resume_latest(sources, uninterrupt
     assert process.returncode == -signal.SIGKILL
     assert not (checkpoints / "epoch_2.pt").exists()
 
-    done = subprocess.run([sys.executable, str(register), *argv, "--resume", "latest"], cwd=REPO_ROOT,
+    done = subprocess.run([sys.executable, *driver, *argv, "--resume", "latest"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "continuing at" in (tmp_path / "killed" / "out.log").read_text()
     assert_same_training(tmp_path / "killed", uninterrupted("toyworld"))
+
+
+def test_two_ranks_stopped_mid_epoch_resume_exactly(sources, tmp_path):
+    """torchrun, 2 CPU ranks (gloo) on the CSV with an unreadable image: each rank's stream position and generator
+    state differ, and each comes back from the checkpoint rank 0 wrote."""
+    driver = write_driver(tmp_path)
+    # 12 samples, 2 per rank: 3 steps per epoch, 6 in all; stopped after step 4, in the middle of epoch 2.
+    flags = [*TINY, *sources["csv"], "--batch-size", "2", "--workers", "0", "--device", "cpu", "--logs",
+             str(tmp_path), "--save-every-n-steps", "2"]
+
+    def torchrun(name: str, *extra: str, kill_after_step: int = 0) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *driver,
+                   "--", *flags, "--name", name, *extra]
+        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "KILL_AFTER_STEP": str(kill_after_step)})
+
+    done = torchrun("whole")
+    assert done.returncode == 0, done.stderr[-3000:]
+    stopped = torchrun("cut", kill_after_step=4)
+    assert stopped.returncode != 0
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "epoch_1_step_4.pt")["train_state"]
+    assert [rank["data"] for rank in state["ranks"]][0] != [rank["data"] for rank in state["ranks"]][1]
+    assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+    done = torchrun("cut", "--resume", "latest")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "continuing at epoch 2, batch 2 of 3" in (tmp_path / "cut" / "out.log").read_text()
+    assert_same_training(tmp_path / "cut", tmp_path / "whole")
 
 
 def test_lr_is_continuous_when_the_batch_size_changes_on_resume(sources, tmp_path, monkeypatch):
