@@ -326,6 +326,22 @@ def test_an_open_clip_csv_run_is_counted_from_its_csv(sources, uninterrupted, tm
     assert point.schedule_units == {"samples_per_step": 8, "steps_per_epoch": 1}
 
 
+def test_an_older_fastclip_checkpoint_resumes_at_its_epoch_with_its_samples_seen(sources, uninterrupted, tmp_path):
+    """Checkpoints written before train_state existed carry samples_seen but no step position or RNG state."""
+    state = load_checkpoint(uninterrupted("toyworld") / "checkpoints" / "epoch_1.pt")
+    del state["train_state"]
+    path = tmp_path / "epoch_1.pt"
+    torch.save(state, path)
+    args = parse_args([*TINY, *sources["toyworld"], "--batch-size", "2"])
+    bundle = create_model(MICRO_MODEL)
+    world = World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    point = restore(path, args, model=bundle.model, optimizer=create_optimizer(bundle.model, args, world.device),
+                    scaler=None, data=build_train_data(args, bundle, device="cpu"), world=world)
+    assert (point.progress.epoch, point.progress.samples_seen, point.progress.step) == (1, 12, 6)  # 12 / batch 2
+    assert (point.start_batch, point.rng_state, point.schedule_units) == (0, None, None)
+    assert "no step position or random-number state" in point.notes[0]
+
+
 @pytest.mark.parametrize("source", ["toyworld", "csv", "shards"])
 def test_sources_continue_from_a_position_and_leave_the_global_generators_alone(source, sources):
     args = parse_args([*TINY, *sources[source]])
