@@ -29,6 +29,7 @@ from fastclip.data.loader import build_train_data
 from fastclip.eval.runner import DONE_MARKER
 from fastclip.io import atomic_write_text
 from fastclip.models import create_model, latest_valid_checkpoint
+from fastclip.train.checkpoints import Checkpointer
 from fastclip.train.config import TrainConfig, parse_args, resolve_defaults
 from fastclip.train.distributed import (
     MainRankError,
@@ -39,7 +40,6 @@ from fastclip.train.distributed import (
     shutdown,
     wrap_model,
 )
-from fastclip.train.checkpoints import Checkpointer
 from fastclip.train.loop import MetricsLog, train_one_epoch
 from fastclip.train.loss import create_loss, model_kwargs
 from fastclip.train.optim import create_optimizer
