@@ -23,6 +23,10 @@ FASTCLIP_CONFIG_DIR = Path(__file__).parent / "model_configs"
 DEFAULT_MODEL = "fc-tiny-vit"
 PRECISIONS = ("fp32", "amp", "amp_bf16")
 CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)\.pt$")
+# Written every --save-every-n-steps steps: E epochs completed, S optimizer steps done (in natural order, after
+# epoch_E.pt and before epoch_{E+1}.pt, as open_clip's `--resume latest` sorts them).
+STEP_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)_step_(\d+)\.pt$")
+LATEST_CHECKPOINT_NAME = "epoch_latest.pt"  # open_clip's --save-most-recent
 
 
 class CheckpointError(ValueError):
@@ -192,9 +196,10 @@ def save_checkpoint(
     samples_seen: int,
     scaler: torch.amp.GradScaler | None = None,
     toyworld: dict | None = None,
+    extra: dict | None = None,
 ) -> None:
-    """Write an open_clip-layout checkpoint (plus model_name, model_cfg, samples_seen and, for a toy-world run, the
-    `toyworld` knobs it trained on) atomically."""
+    """Write an open_clip-layout checkpoint (plus model_name, model_cfg, samples_seen, for a toy-world run the
+    `toyworld` knobs it trained on, and `extra`'s keys, e.g. the train_state of fastclip.train.state) atomically."""
     state = {
         "epoch": int(epoch),
         "name": name,
@@ -209,6 +214,7 @@ def save_checkpoint(
         state["scaler"] = scaler.state_dict()
     if toyworld is not None:
         state["toyworld"] = dict(toyworld)
+    state.update(extra or {})
     atomic_torch_save(state, path)
 
 
@@ -283,14 +289,55 @@ def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted((epoch, path) for epoch, path in found if epoch is not None)
 
 
+def step_checkpoint_name(epochs_done: int, step: int) -> str:
+    return f"epoch_{epochs_done}_step_{step}.pt"
+
+
+def find_step_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every epoch_E_step_S.pt in `folder`, sorted by step."""
+    found = []
+    for path in Path(folder).glob("epoch_*_step_*.pt"):
+        match = STEP_CHECKPOINT_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(2)), path))
+    return sorted(found)
+
+
+def _training_position(path: Path) -> tuple[int, int]:
+    """(epochs completed, steps done) of a checkpoint, from its name where the name says it."""
+    step_match = STEP_CHECKPOINT_NAME.match(path.name)
+    if step_match:
+        return int(step_match.group(1)), int(step_match.group(2))
+    epoch = checkpoint_epoch(path)
+    if epoch is not None:
+        return epoch, -1  # at the end of its epoch: before any step checkpoint written after it
+    state = load_checkpoint(path)  # epoch_latest.pt names nothing
+    return int(state.get("epoch", 0)), int(state.get("train_state", {}).get("step", -1))
+
+
+def resumable_checkpoints(folder: str | Path) -> list[Path]:
+    """epoch_N.pt, epoch_E_step_S.pt and epoch_latest.pt of `folder`, oldest first (by epochs then steps done)."""
+    folder = Path(folder)
+    paths = [path for _, path in find_checkpoints(folder)] + [path for _, path in find_step_checkpoints(folder)]
+    keyed = [(_training_position(path), 0, path) for path in paths]
+    latest = folder / LATEST_CHECKPOINT_NAME
+    if latest.is_file():
+        try:
+            keyed.append((_training_position(latest), 1, latest))  # a tie goes to the named file
+        except CheckpointError:
+            keyed.append(((-1, -1), 1, latest))
+    return [path for _, _, path in sorted(keyed)]
+
+
 def latest_valid_checkpoint(folder: str | Path) -> Path:
-    """The newest epoch_N.pt in `folder` that loads; a newer damaged one is skipped with a warning."""
+    """The newest checkpoint in `folder` (epoch_N.pt, epoch_E_step_S.pt or epoch_latest.pt) that loads; a newer
+    damaged one is skipped with a warning."""
     import warnings
 
-    candidates = find_checkpoints(folder)
+    candidates = resumable_checkpoints(folder)
     if not candidates:
         raise CheckpointError(f"--resume latest: no checkpoint epoch_N.pt in {folder}; train first or pass a path")
-    for epoch, path in reversed(candidates):
+    for path in reversed(candidates):
         try:
             load_checkpoint(path)
             return path

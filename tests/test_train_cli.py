@@ -32,7 +32,7 @@ def test_run_writes_open_clip_checkpoints_every_epoch(run):
     for epoch, path in enumerate(paths, start=1):
         state = load_checkpoint(path)
         assert set(state) == {"epoch", "name", "state_dict", "optimizer", "model_name", "model_cfg", "samples_seen",
-                              "toyworld"}
+                              "toyworld", "train_state"}
         assert (state["epoch"], state["name"], state["model_name"]) == (epoch, "tiny", "fc-tiny-vit")
         assert state["samples_seen"] == 32 * epoch
         assert not any(key.startswith("module.") for key in state["state_dict"])

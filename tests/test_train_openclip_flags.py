@@ -185,7 +185,7 @@ def test_readme_flag_table_is_the_codes_table():
 def test_learning_rate_schedulers_match_open_clip():
     from open_clip_train.scheduler import const_lr, const_lr_cooldown, cosine_lr
 
-    from fastclip.train.lr_schedulers import LearningRatePlan
+    from fastclip.train.schedule import schedule_from_args
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
     references = {
@@ -196,11 +196,13 @@ def test_learning_rate_schedulers_match_open_clip():
     for scheduler, reference in references.items():
         args = parse_args(["--lr", "1e-3", "--warmup", "5", "--epochs", "4", "--lr-scheduler", scheduler,
                            "--epochs-cooldown", "1", "--lr-cooldown-power", "2", "--lr-cooldown-end", "1e-5"])
-        plan = LearningRatePlan.from_args(args, steps_per_epoch=10)
-        for step in range(40):
-            assert plan.lr(step) == pytest.approx(reference(step), rel=1e-12, abs=1e-15), (scheduler, step)
-    skipped = LearningRatePlan.from_args(parse_args(["--lr", "2e-3", "--skip-scheduler"]), steps_per_epoch=10)
-    assert {skipped.lr(step) for step in range(50)} == {2e-3}
+        schedule = resolve_defaults(args, device_type="cpu")
+        schedule = schedule_from_args(schedule, samples_per_step=64, steps_per_epoch=10)
+        for step in range(40):  # the schedule's clock is samples seen: step x 64 samples per step
+            assert schedule(64 * step) == pytest.approx(reference(step), rel=1e-12, abs=1e-15), (scheduler, step)
+    skipped = resolve_defaults(parse_args(["--lr", "2e-3", "--skip-scheduler"]), device_type="cpu")
+    skipped = schedule_from_args(skipped, samples_per_step=64, steps_per_epoch=10)
+    assert {skipped(64 * step) for step in range(50)} == {2e-3}
 
 
 class TinyClip(torch.nn.Module):
@@ -280,19 +282,31 @@ def test_slurm_variables_are_read_as_open_clip_reads_them(monkeypatch):
 
 
 def test_checkpoint_flags_write_latest_and_delete_the_previous(tmp_path):
-    from fastclip.train.checkpoint_files import write_epoch_checkpoints
+    from fastclip.train.checkpoints import Checkpointer
+    from fastclip.train.distributed import World
+    from fastclip.train.state import Progress
+
+    class NoData:
+        def position(self):
+            return None
 
     model = TinyClip()
-    args = parse_args(["--epochs", "4", "--save-frequency", "1", "--save-most-recent", "--delete-previous-checkpoint"])
-    for epoch in (1, 2, 3):
-        write_epoch_checkpoints(tmp_path, epoch, args, model=model, optimizer=None, name="x", model_name="tiny",
-                                model_cfg={}, samples_seen=epoch)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_3.pt", "epoch_latest.pt"]
-    assert torch.load(tmp_path / "epoch_latest.pt", weights_only=True)["epoch"] == 3
+    world = World(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+    def write_epochs(folder, args):
+        folder.mkdir()
+        checkpoints = Checkpointer(folder, args=args, model_cfg={}, model=model, optimizer=None, scaler=None,
+                                   world=world, schedule_units={"samples_per_step": 1, "steps_per_epoch": 1})
+        for epoch in (1, 2, 3):
+            checkpoints.after_epoch(Progress(step=epoch, samples_seen=epoch, epoch=epoch), NoData())
+
+    args = parse_args(["--epochs", "4", "--save-frequency", "1", "--save-most-recent", "--delete-previous-checkpoint",
+                       "--name", "x", "--model", "tiny"])
+    write_epochs(tmp_path / "every", args)
+    assert sorted(p.name for p in (tmp_path / "every").iterdir()) == ["epoch_3.pt", "epoch_latest.pt"]
+    assert torch.load(tmp_path / "every" / "epoch_latest.pt", weights_only=True)["epoch"] == 3
     sparse = parse_args(["--epochs", "4", "--save-frequency", "2", "--delete-previous-checkpoint"])
-    for epoch in (1, 2, 3):
-        write_epoch_checkpoints(tmp_path / "sparse", epoch, sparse, model=model, optimizer=None, name="x",
-                                model_name="tiny", model_cfg={}, samples_seen=epoch)
+    write_epochs(tmp_path / "sparse", sparse)
     assert [p.name for p in (tmp_path / "sparse").iterdir()] == ["epoch_2.pt"]  # never left without one
 
 

@@ -19,6 +19,7 @@ would decode every image one extra time.)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -26,7 +27,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
@@ -121,8 +122,32 @@ class Unreadable:
     reason: str
 
 
+@contextlib.contextmanager
+def seeded_cpu_generator(seed: int) -> Iterator[None]:
+    """torch's global CPU generator (torchvision's random transforms draw from it) seeded with `seed` for the block,
+    then put back as it was. The generator's own methods: torch.random.fork_rng + torch.manual_seed cost ~250 us a
+    sample here (they visit every backend), these ~4 us."""
+    generator = torch.default_generator
+    saved = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(saved)
+
+
+class SampleRef(NamedTuple):
+    """One sample of an epoch's stream: its row, its position in the epoch's global stream, and the seed of its
+    augmentation (so that its random crop depends on neither the worker that loads it nor what was loaded before)."""
+
+    row: int
+    position: int
+    seed: int | None
+
+
 class CsvDataset(torch.utils.data.Dataset):
-    """Row i -> (image tensor after `transform`, caption, i), or Unreadable(i, path, reason)."""
+    """Row i (or a SampleRef) -> (image tensor after `transform`, caption, row, position), or Unreadable(row, path,
+    reason). A SampleRef's transform draws from a generator seeded with its seed, leaving the global one as it was."""
 
     def __init__(self, table: CsvTable, transform: Callable):
         self.table = table
@@ -131,13 +156,19 @@ class CsvDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, row: int):
-        image_path = self.table.image_paths[row]
+    def __getitem__(self, index: int | SampleRef):
+        ref = index if isinstance(index, SampleRef) else SampleRef(index, index, None)
+        image_path = self.table.image_paths[ref.row]
         try:
             image = decode_rgb_file(image_path)  # as the shard readers and DALI: EXIF applied, 16-bit scaled
         except UnreadableImageError as exc:
-            return Unreadable(row, image_path, str(exc))
-        return self.transform(image), self.table.captions[row], row
+            return Unreadable(ref.row, image_path, str(exc))
+        if ref.seed is None:
+            image = self.transform(image)
+        else:
+            with seeded_cpu_generator(ref.seed):
+                image = self.transform(image)
+        return image, self.table.captions[ref.row], ref.row, ref.position
 
 
 @dataclass
@@ -147,19 +178,21 @@ class CsvChunk:
     images: list[torch.Tensor]
     captions: list[str]
     rows: list[int]
+    positions: list[int]
     unreadable: list[Unreadable]
 
 
 def collate_readable(items: list) -> CsvChunk:
-    chunk = CsvChunk(images=[], captions=[], rows=[], unreadable=[])
+    chunk = CsvChunk(images=[], captions=[], rows=[], positions=[], unreadable=[])
     for item in items:
         if isinstance(item, Unreadable):
             chunk.unreadable.append(item)
         else:
-            image, caption, row = item
+            image, caption, row, position = item
             chunk.images.append(image)
             chunk.captions.append(caption)
             chunk.rows.append(row)
+            chunk.positions.append(position)
     return chunk
 
 
@@ -169,20 +202,27 @@ def _mixed_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def rank_order(num_rows: int, *, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[int]:
-    """This rank's endless stream of row indices for `epoch`.
+def rank_samples(num_rows: int, *, seed: int, epoch: int, rank: int, world_size: int, start: int = 0
+                 ) -> Iterator[SampleRef]:
+    """This rank's endless stream of samples for `epoch`, from global stream position `start` on.
 
     One global stream per epoch, the same on every rank (permutations of all rows seeded by (seed, epoch, k),
     one after another); rank r takes the positions p with p % world_size == r. An epoch consumes the first
-    num_batches * batch_size of them; the rest refill batches that lost unreadable images.
+    num_batches * batch_size of them; the rest refill batches that lost unreadable images. A sample's
+    augmentation seed comes from (seed, epoch, p), so a stream resumed at `start` continues bit for bit.
     """
-    position = 0
-    for round_index in itertools.count():
+    for round_index in itertools.count(start // num_rows):
         generator = torch.Generator().manual_seed(_mixed_seed(seed, epoch, round_index))
-        for row in torch.randperm(num_rows, generator=generator).tolist():
-            if position % world_size == rank:
-                yield row
-            position += 1
+        first = round_index * num_rows
+        for offset, row in enumerate(torch.randperm(num_rows, generator=generator).tolist()):
+            position = first + offset
+            if position >= start and position % world_size == rank:
+                yield SampleRef(row, position, _mixed_seed(seed, epoch, position, 2))
+
+
+def rank_order(num_rows: int, *, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[int]:
+    """The rows of rank_samples: this rank's endless stream of row indices for `epoch`."""
+    return (ref.row for ref in rank_samples(num_rows, seed=seed, epoch=epoch, rank=rank, world_size=world_size))
 
 
 class CsvTrainData(TrainData):
@@ -208,15 +248,18 @@ class CsvTrainData(TrainData):
         self.workers = int(args.workers)
         self.skip_counts: Counter = Counter()
         self.epoch_skip_counts: Counter = Counter()
+        self._next_position = 0  # global stream position where this rank's next batch starts
 
-    def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
+    def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        sampler = rank_samples(len(self.table), seed=self.seed, epoch=epoch, rank=self.rank,
+                               world_size=self.world_size, start=start)
         return torch.utils.data.DataLoader(
             self.dataset,
             batch_size=self.batch_size,
-            sampler=rank_order(len(self.table), seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size),
+            sampler=sampler,
             num_workers=self.workers,
             collate_fn=collate_readable,
-            # Augmentation seeds: different per rank and epoch, reproducible across runs.
+            # Seeds the workers without drawing from the global generator (the augmentation has its own seeds).
             generator=torch.Generator().manual_seed(_mixed_seed(self.seed, epoch, self.rank, 1)),
         )
 
@@ -229,14 +272,28 @@ class CsvTrainData(TrainData):
             f"relative paths resolve against the working directory {Path.cwd()}, then the CSV's folder"
         )
 
+    def position(self) -> int:
+        return self._next_position
+
     def batches(self, epoch: int) -> Iterator[Batch]:
+        return self.batches_from(epoch, 0)
+
+    def batches_from(self, epoch: int, start_batch: int, position: int | None = None) -> Iterator[Batch]:
+        """Seeks to `position` (the stream position after batch start_batch - 1); without one, reads up to it."""
+        if start_batch and position is None:
+            return super().batches_from(epoch, start_batch)
+        return self._batches(epoch, start_batch, position or 0)
+
+    def _batches(self, epoch: int, emitted: int, start: int) -> Iterator[Batch]:
         images: list[torch.Tensor] = []
         captions: list[str] = []
         rows: list[int] = []
-        emitted = skipped_this_epoch = 0
+        positions: list[int] = []
+        skipped_this_epoch = 0
         self.epoch_skip_counts = Counter()
         unreadable_rows: dict[int, Unreadable] = {}  # distinct rows: the stream revisits rows when it refills
-        for chunk in self._loader(epoch):
+        self._next_position = start
+        for chunk in self._loader(epoch, start):
             for bad in chunk.unreadable:
                 self.skip_counts["unreadable_image"] += 1
                 self.epoch_skip_counts["unreadable_image"] += 1
@@ -252,14 +309,16 @@ class CsvTrainData(TrainData):
             images += chunk.images
             captions += chunk.captions
             rows += chunk.rows
+            positions += chunk.positions
             while len(rows) >= self.batch_size and emitted < self.num_batches:
                 size = self.batch_size
+                self._next_position = positions[size - 1] + 1
                 yield Batch(
                     images=torch.stack(images[:size]).to(self.device, non_blocking=True),
                     texts=self.tokenizer(captions[:size]).to(self.device, non_blocking=True),
                     keys=torch.tensor(rows[:size], dtype=torch.long),
                 )
-                del images[:size], captions[:size], rows[:size]
+                del images[:size], captions[:size], rows[:size], positions[:size]
                 emitted += 1
             if emitted == self.num_batches:
                 return

@@ -9,7 +9,11 @@ Contract of a `TrainData` (the training loop relies on nothing else):
   (seed, epoch, rank, world_size), so a run resumed at epoch N sees the data it would have seen;
 - `skip_counts` / `epoch_skip_counts`: samples this rank dropped, by reason, over the run / in the epoch being read
   (they are replaced, so batch shapes stay equal); `skipped` is their run total;
-- `Batch.num_pads`: how many samples at the end of a batch repeat earlier ones (not counted as samples seen).
+- `Batch.num_pads`: how many samples at the end of a batch repeat earlier ones (not counted as samples seen);
+- `batches_from(epoch, start_batch, position)`: the same epoch's batches from `start_batch` on, for a run resumed
+  in the middle of an epoch; `position()` is what a checkpoint keeps for it after each batch. Sources that can seek
+  override both; the default reads and drops the first batches. Sources never draw from the global random-number
+  generators (their randomness is seeded by (seed, epoch, rank, sample)), so a resumed run draws what it would have.
 
 A new source adds one builder to `SOURCES`; its key becomes a `--dataset-type` choice.
 """
@@ -17,9 +21,10 @@ A new source adds one builder to `SOURCES`; its key becomes a `--dataset-type` c
 from __future__ import annotations
 
 import abc
+import itertools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -47,6 +52,17 @@ class TrainData(abc.ABC):
     @abc.abstractmethod
     def batches(self, epoch: int) -> Iterator[Batch]:
         """The `num_batches` batches of this rank for `epoch` (0-based)."""
+
+    def batches_from(self, epoch: int, start_batch: int, position: Any = None) -> Iterator[Batch]:
+        """Batches `start_batch`... of `epoch`; `position` is what position() returned after batch start_batch - 1
+        (None when the batch layout changed). This default is exact for any source, at the cost of loading the
+        dropped batches."""
+        return itertools.islice(self.batches(epoch), start_batch, None)
+
+    def position(self) -> Any:
+        """Where this rank's stream stands after the last batch yielded, as plain data for a checkpoint (None: the
+        batch count says it all)."""
+        return None
 
 
 class ImageNormalizer:
@@ -95,13 +111,17 @@ class ToyWorldTrainData(TrainData):
         self.device = torch.device(device)
 
     def batches(self, epoch: int) -> Iterator[Batch]:
-        for images, captions, sample_ids in self.world.batches(
-            epoch, self.batch_size, rank=self.rank, world_size=self.world_size, drop_last=True
-        ):
+        return self.batches_from(epoch, 0)
+
+    def batches_from(self, epoch: int, start_batch: int, position: Any = None) -> Iterator[Batch]:
+        """Scenes are a function of their sample id, so seeking is slicing the epoch's ids."""
+        sample_ids = self.world.sample_ids(epoch, self.batch_size, rank=self.rank, world_size=self.world_size)
+        for ids in sample_ids[start_batch:]:
+            images, captions, ids = self.world.render(ids)
             yield Batch(
                 images=self.normalize(images),
                 texts=self.tokenizer(captions).to(self.device, non_blocking=True),
-                keys=sample_ids,
+                keys=ids,
             )
 
 

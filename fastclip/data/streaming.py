@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from fastclip.data.captions import CaptionTokenizer
 from fastclip.data.folder import FolderSource
 from fastclip.data.loader import Batch, TrainData
-from fastclip.data.sharding import batches_per_rank, fill_batches, rank_bounds
+from fastclip.data.sharding import batches_per_rank, derive_seed, fill_batches, rank_bounds
 from fastclip.data.skips import format_counts
 from fastclip.data.sources import WebDatasetSource
 from fastclip.data.rank_stream import (
@@ -194,7 +194,6 @@ class StreamingTrainData(TrainData):
 
     def _new_decoder(self, epoch: int):
         from fastclip.data.dali import DaliDecoder
-        from fastclip.data.sharding import derive_seed
 
         return DaliDecoder(batch_size=self.batch_size, image_size=self.image_size, mean=self.image_mean,
                            std=self.image_std, train=self.train, device=self.device,
@@ -233,8 +232,10 @@ class StreamingTrainData(TrainData):
                                  rank=self.rank, seed=self.seed, epoch=epoch, tokenizer=self.tokenizer,
                                  image_size=self.image_size, batch_size=self.batch_size, train=self.train,
                                  shuffle_buffer=self.shuffle_buffer)
+        # An explicit generator: the loader's worker seeds must not draw from the global one, which training owns.
         loader = DataLoader(producer, batch_size=None, num_workers=self.loader_workers,
-                            pin_memory=self.device.type == "cuda" and not dali)
+                            pin_memory=self.device.type == "cuda" and not dali,
+                            generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, "loader")))
         # Workers fork here, on the calling thread, never from the background thread.
         chunks = self._note_damaged_tars(in_stream_order(iter(loader), producer), epoch)
         if dali:

@@ -6,8 +6,9 @@
 
 A run writes LOGS/NAME/: params.json (every flag; params.txt as open_clip writes it), out.log, metrics.jsonl (one
 line per logged step, and one per validation with --val-data) and checkpoints/epoch_N.pt (open_clip's keys plus
-model_name, model_cfg, samples_seen and, for the toy world, the `toyworld` knobs of the world it saw; written
-atomically). With --val-data and no --train-data it only evaluates, as open_clip.
+model_name, model_cfg, samples_seen, the train_state that resumes it exactly and, for the toy world, the `toyworld`
+knobs of the world it saw; written atomically; with --save-every-n-steps also the newest epoch_E_step_S.pt). With
+--val-data and no --train-data it only evaluates, as open_clip.
 """
 
 from __future__ import annotations
@@ -33,13 +34,8 @@ from fastclip.data.skips import NoReadableSamplesError
 from fastclip.data.toyworld_knobs import knobs_of_config
 from fastclip.eval.runner import DONE_MARKER
 from fastclip.io import atomic_write_text
-from fastclip.models import (
-    CheckpointError,
-    load_checkpoint,
-    load_state_dict_into,
-)
 from fastclip.ops._dispatch import BackendUnavailableError
-from fastclip.train.checkpoint_files import write_epoch_checkpoints
+from fastclip.train.checkpoints import Checkpointer
 from fastclip.train.config import TrainConfig, parse_args, resolve_defaults, trains_toyworld
 from fastclip.train.distributed import (
     MainRankError,
@@ -50,14 +46,15 @@ from fastclip.train.distributed import (
     shutdown,
     wrap_model,
 )
-from fastclip.train.loop import MetricsLog, Progress, train_one_epoch
+from fastclip.train.loop import MetricsLog, train_one_epoch
 from fastclip.train.loss import create_loss
-from fastclip.train.lr_schedulers import LearningRatePlan
 from fastclip.train.model_setup import build_model
 from fastclip.train.openclip_flags import check_supported
 from fastclip.train.optim import create_optimizer
 from fastclip.train.reporting import Reporter, report_targets
 from fastclip.train.run_dir import prepare_run_start
+from fastclip.train.schedule import schedule_from_args
+from fastclip.train.state import Progress, ResumePoint, restore
 
 PARAMS_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR = "params.json", "out.log", "metrics.jsonl", "checkpoints"
 OPEN_CLIP_PARAMS_FILE = "params.txt"
@@ -147,28 +144,6 @@ def copy_codebase(run_dir: Path) -> Path:
     return target
 
 
-def restore(path: str, args: TrainConfig, *, model, optimizer, scaler, batches_per_epoch: int, world: World):
-    """Load a checkpoint into the model (and optimizer/scaler); returns (epochs done, Progress, what was done)."""
-    checkpoint = load_checkpoint(path)
-    stored_model = checkpoint.get("model_name")
-    if stored_model is not None and stored_model != args.model:
-        raise CheckpointError(f"{path}: holds a {stored_model!r} model, but --model is {args.model!r}")
-    load_state_dict_into(model, checkpoint["state_dict"], source=path)
-    if "epoch" not in checkpoint:  # as open_clip: a checkpoint without an epoch only provides weights
-        return 0, Progress(), f"loaded weights from {path} (it has no epoch: training starts at epoch 1)"
-    epochs_done = int(checkpoint["epoch"])
-    if "optimizer" in checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    if scaler is not None and "scaler" in checkpoint:
-        scaler.load_state_dict(checkpoint["scaler"])
-    images_per_epoch = batches_per_epoch * args.batch_size * world.world_size
-    progress = Progress(
-        step=epochs_done * batches_per_epoch,
-        samples_seen=int(checkpoint.get("samples_seen", epochs_done * images_per_epoch)),
-    )
-    return epochs_done, progress, f"resumed from {path}: {epochs_done} epoch(s) done, {progress.samples_seen} samples seen"
-
-
 def train(args: TrainConfig) -> TrainResult:
     """Run a training job as `args` describes (joins torchrun's or SLURM's process group when there is one)."""
     check_supported(args)  # refused open_clip flags fail before anything starts
@@ -230,12 +205,10 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
 
         evaluation = TrainingEvaluation(args.eval_suite, run_dir, every=args.eval_every, device=world.device,
                                         precision=args.precision)  # fmt: skip
-    epochs_done, progress, resumed = 0, Progress(), None
+    point = ResumePoint()
     if resume_path is not None:
-        epochs_done, progress, resumed = restore(
-            resume_path, args, model=model, optimizer=optimizer, scaler=scaler,
-            batches_per_epoch=max(steps_per_epoch, 1), world=world,
-        )
+        point = restore(resume_path, args, model=model, optimizer=optimizer, scaler=scaler, data=data, world=world)
+    progress, epochs_done = point.progress, point.progress.epoch
 
     if world.is_main:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -255,8 +228,8 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
                                   "".join(f"{name}: {params[name]}\n" for name in sorted(params)))
             if start.note:
                 log.info(start.note)
-            if resumed:
-                log.info(resumed)
+            for note in point.notes:
+                log.info(note)
             if args.eval_every and not args.eval_suite:  # open_clip's --zeroshot-frequency without ImageNet: no-op
                 log.warning("--eval-every/--zeroshot-frequency %d: no --eval-suite given, so nothing is evaluated "
                             "in-process (give --eval-suite paper, toyworld or a suite file)", args.eval_every)
@@ -270,8 +243,8 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
             return _train_epochs(
                 args, world, bundle=bundle, model=model, optimizer=optimizer, scaler=scaler, data=data,
                 steps_per_epoch=steps_per_epoch, validation=validation, evaluation=evaluation,
-                epochs_done=epochs_done, progress=progress, metrics=metrics, reporter=reporter, run_dir=run_dir,
-                toyworld_knobs=toyworld_knobs, log=log,
+                point=point, metrics=metrics, reporter=reporter, run_dir=run_dir, toyworld_knobs=toyworld_knobs,
+                log=log,
             )
         finally:
             if reporter is not None:
@@ -292,8 +265,9 @@ def validate(validation, model, epoch: int, progress: Progress, metrics, reporte
 
 
 def _train_epochs(args, world, *, bundle, model, optimizer, scaler, data, steps_per_epoch, validation, evaluation,
-                  epochs_done, progress, metrics, reporter, run_dir, toyworld_knobs, log) -> TrainResult:
+                  point: ResumePoint, metrics, reporter, run_dir, toyworld_knobs, log) -> TrainResult:
     checkpoint_dir = run_dir / CHECKPOINT_DIR
+    progress, epochs_done = point.progress, point.progress.epoch
     log.info(
         "run %s: %s (%.1fM parameters, %.1fM trainable) on %s x %d, %s data, %d images/epoch, %d steps/epoch%s, "
         "precision %s", run_dir, args.model, sum(p.numel() for p in model.parameters()) / 1e6,
@@ -308,33 +282,34 @@ def _train_epochs(args, world, *, bundle, model, optimizer, scaler, data, steps_
             torch._dynamo.config.optimize_ddp = False
         trained = torch.compile(trained)  # checkpoints keep `model`'s keys, without the _orig_mod. prefix
     loss_fn = create_loss(args, world)
-    lr_plan = LearningRatePlan.from_args(args, steps_per_epoch)
+    # The learning rate follows samples seen, in the step units of the run's first batch (fastclip.train.schedule).
+    schedule = schedule_from_args(args, samples_per_step=args.batch_size * world.world_size * args.accum_freq,
+                                  steps_per_epoch=steps_per_epoch, stored_units=point.schedule_units)
+    checkpoints = Checkpointer(checkpoint_dir, args=args, model_cfg=bundle.model_cfg, model=model,
+                               optimizer=optimizer, scaler=scaler, world=world, schedule_units=schedule.units(),
+                               toyworld=toyworld_knobs)
     summaries = []
     if epochs_done >= args.epochs:
         log.info("nothing to train: %d of --epochs %d already done", epochs_done, args.epochs)
+    point.apply_rng(world.device)
     for epoch in range(epochs_done, args.epochs):
+        start_batch, data_position = (point.start_batch, point.data_position) if epoch == epochs_done else (0, None)
         summaries.append(train_one_epoch(
             model=trained, data=data, loss_fn=loss_fn, optimizer=optimizer, scaler=scaler, args=args,
-            world=world, epoch=epoch, lr_plan=lr_plan, progress=progress, metrics=metrics, log=log,
-            reporter=reporter,
+            world=world, epoch=epoch, schedule=schedule, progress=progress, metrics=metrics, log=log,
+            reporter=reporter, start_batch=start_batch, data_position=data_position, checkpointer=checkpoints,
         ))
         completed = epoch + 1
         if validation is not None and args.val_frequency and (
                 completed % args.val_frequency == 0 or completed == args.epochs):
-            validate(validation, model, completed, progress, metrics, reporter, checkpoint_dir, log)
+            with torch.random.fork_rng(devices=[world.device] if world.device.type == "cuda" else []):
+                validate(validation, model, completed, progress, metrics, reporter, checkpoint_dir, log)
         barrier(world)  # the other ranks wait for rank 0's validation
-        if world.is_main:
-            written = write_epoch_checkpoints(
-                checkpoint_dir, completed, args, model=model, optimizer=optimizer, name=args.name,
-                model_name=args.model, model_cfg=bundle.model_cfg, samples_seen=progress.samples_seen, scaler=scaler,
-                toyworld=toyworld_knobs,
-            )
-            for path in written:
-                log.info("saved %s", path)
+        checkpoint = checkpoints.after_epoch(progress, data)  # a collective: every rank hands in its state
         if evaluation is not None and (evaluation.due(completed) or completed == args.epochs):
-            # the epoch's checkpoint file identifies these rows, so fastclip-eval of that file finds them current
-            epoch_file = next((path for path in written if path.name == f"epoch_{completed}.pt"), None)
-            evaluation(bundle, args.name, completed, progress.samples_seen, checkpoint=epoch_file)
+            # The epoch's checkpoint file identifies these rows, so fastclip-eval of that file finds them current.
+            with torch.random.fork_rng(devices=[world.device] if world.device.type == "cuda" else []):
+                evaluation(bundle, args.name, completed, progress.samples_seen, checkpoint=checkpoint)
             log.info("evaluated epoch %d with the suite %s: %s", completed, args.eval_suite, evaluation.out_dir)
     if world.is_main:  # fastclip-eval --follow stops after its next round
         (run_dir / DONE_MARKER).write_text(f"{args.epochs}\n")

@@ -154,6 +154,10 @@ class TrainConfig:
                                "0 saves only the last", type=non_negative_int)
     save_most_recent: bool = flag(False, "also write checkpoints/epoch_latest.pt after every epoch (what --resume "
                                   "latest then picks)")
+    # Mid-epoch checkpoints (fastclip.train.checkpoints; open_clip_train has no equivalent flag)
+    save_every_n_steps: int = flag(0, "also write LOGS/NAME/checkpoints/epoch_E_step_S.pt every N optimizer steps "
+                                   "(E epochs done, S steps done), keeping only the newest; --resume latest continues "
+                                   "from it exactly, in the middle of an epoch (0: never)", type=non_negative_int)
     eval_every: int | None = flag(None, "run the --eval-suite in-process every N epochs and after the last one, "
                                   "results in LOGS/NAME/eval (default: 2 when --eval-suite is given; 0: never); "
                                   "--zeroshot-frequency is open_clip's name", type=non_negative_int,

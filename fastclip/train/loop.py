@@ -7,30 +7,22 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from tqdm import tqdm
 
 from fastclip.data.loader import Batch, TrainData
 from fastclip.io import atomic_write_text
+from fastclip.train.checkpoints import Checkpointer
 from fastclip.train.data_counts import DataCounts, reduce_with_counts
 from fastclip.train.distributed import World, unwrap_model
-from fastclip.train.lr_schedulers import LearningRatePlan
-from fastclip.train.schedule import assign_lr
+from fastclip.train.schedule import LrSchedule, assign_lr
+from fastclip.train.state import Progress
 from fastclip.train.step import forward_backward
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's cap on the learned temperature
-
-
-@dataclass
-class Progress:
-    """Counters that a checkpoint carries across a resume."""
-
-    step: int = 0  # optimizer steps done, over all epochs
-    samples_seen: int = 0  # over all ranks
 
 
 def clamp_logit_scale(model: torch.nn.Module) -> None:
@@ -92,24 +84,30 @@ def train_one_epoch(
     args,
     world: World,
     epoch: int,
-    lr_plan: LearningRatePlan,
+    schedule: LrSchedule,
     progress: Progress,
     metrics: MetricsLog | None,
     log: logging.Logger,
     reporter=None,
+    start_batch: int = 0,
+    data_position: Any = None,
+    checkpointer: Checkpointer | None = None,
 ) -> dict:
-    """Trains on `data.batches(epoch)`; updates `progress`; returns the mean of the logged losses and images/s.
+    """Trains on `data.batches(epoch)` from `start_batch` on (a resumed run: `data_position` is where the rank's
+    stream stood); updates `progress`, letting `checkpointer` save after each step; returns the mean of the logged
+    losses and images/s.
 
     An optimizer step takes --accum-freq batches of the data (fastclip.train.step), so an epoch has
-    data.num_batches // accum_freq steps.
+    data.num_batches // accum_freq steps; `start_batch` counts batches (a multiple of --accum-freq).
     """
     model.train()
     accum_freq = args.accum_freq
     steps_per_epoch = data.num_batches // accum_freq
+    start_step = start_batch // accum_freq
     images_per_step = args.batch_size * accum_freq * world.world_size
     bar = tqdm(
-        total=steps_per_epoch * images_per_step, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
-        disable=not world.is_main, dynamic_ncols=True, leave=True,
+        total=steps_per_epoch * images_per_step, initial=start_step * images_per_step,
+        desc=f"epoch {epoch + 1}/{args.epochs}", unit="img", disable=not world.is_main, dynamic_ncols=True, leave=True,
     )
     losses: list[float] = []
     epoch_start = window_start = time.perf_counter()
@@ -119,9 +117,10 @@ def train_one_epoch(
     steps_done = 0
     pads = 0  # this rank's pad samples since the last logged step
     counts = DataCounts(0, {}, {})
-    for micro_batches in grouped(data.batches(epoch), accum_freq):
+    batches = data.batches_from(epoch, start_batch, data_position) if start_batch else data.batches(epoch)
+    for micro_batches in grouped(batches, accum_freq):
         data_seconds += time.perf_counter() - batch_ready
-        lr = lr_plan.lr(progress.step)
+        lr = schedule(progress.samples_scheduled)
         assign_lr(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         output = forward_backward(model, loss_fn, micro_batches, precision=args.precision, device=world.device,
@@ -131,11 +130,15 @@ def train_one_epoch(
 
         progress.step += 1
         progress.samples_seen += images_per_step
+        progress.samples_scheduled += images_per_step
         pads += sum(batch.num_pads for batch in micro_batches)
         window_steps += 1
         steps_done += 1
         bar.update(images_per_step)
-        last = steps_done == steps_per_epoch
+        last = start_step + steps_done == steps_per_epoch
+        progress.epoch, progress.batches_in_epoch = (
+            (epoch + 1, 0) if last else (epoch, (start_step + steps_done) * accum_freq)
+        )
         if progress.step % args.log_every_n_steps == 0 or last:
             # Every rank takes part (the all-reduce); the step numbers are the same on every rank.
             (loss_sum,), counts = reduce_with_counts([output.loss.item()], data, pads, world)
@@ -168,18 +171,21 @@ def train_one_epoch(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", skipped=counts.metrics()["skipped"],
                                 refresh=False)
                 log.debug("step %d: %s", progress.step, record)
+        if checkpointer is not None:
+            checkpointer.after_step(progress, data)
         batch_ready = time.perf_counter()
     bar.close()
-    if steps_done != steps_per_epoch:
+    if start_step + steps_done != steps_per_epoch:
         raise RuntimeError(
-            f"the {args.dataset_type} data yielded {steps_done * accum_freq} batches in epoch {epoch + 1}, not the "
+            f"the {args.dataset_type} data yielded {(start_step + steps_done) * accum_freq} batches in epoch "
+            f"{epoch + 1}, not the "
             f"{data.num_batches} it announced; every rank must run the same number of steps"
         )
     seconds = time.perf_counter() - epoch_start
     summary = {
         "epoch": epoch + 1,
         "loss": sum(losses) / len(losses),
-        "images_per_s": steps_per_epoch * images_per_step / seconds,
+        "images_per_s": steps_done * images_per_step / seconds,
         "seconds": seconds,
     }
     log.info(

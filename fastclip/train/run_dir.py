@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastclip.models import find_checkpoints, latest_valid_checkpoint
-from fastclip.train.checkpoint_files import LATEST_CHECKPOINT_NAME
+from fastclip.models import latest_valid_checkpoint, resumable_checkpoints
 
 
 @dataclass(frozen=True)
@@ -22,12 +21,9 @@ class RunStart:
     note: str | None  # what happened to an earlier start, for out.log
 
 
-def prepare_run_start(run_dir: Path, checkpoint_dir: Path, resume: str | None, *, most_recent: bool = False) -> RunStart:
-    """Raises ValueError when `run_dir` holds a run that this command would overwrite.
-
-    With `most_recent` (--save-most-recent), `--resume latest` takes epoch_latest.pt when it exists, as open_clip.
-    """
-    has_checkpoint = bool(find_checkpoints(checkpoint_dir)) if checkpoint_dir.is_dir() else False
+def prepare_run_start(run_dir: Path, checkpoint_dir: Path, resume: str | None) -> RunStart:
+    """Raises ValueError when `run_dir` holds a run that this command would overwrite."""
+    has_checkpoint = bool(resumable_checkpoints(checkpoint_dir)) if checkpoint_dir.is_dir() else False
     earlier_start = run_dir.is_dir() and any(run_dir.iterdir())
     if resume is None:
         if has_checkpoint:
@@ -38,9 +34,6 @@ def prepare_run_start(run_dir: Path, checkpoint_dir: Path, resume: str | None, *
         return RunStart(None, None)
     if resume != "latest":
         return RunStart(resume, None)
-    latest = checkpoint_dir / LATEST_CHECKPOINT_NAME
-    if most_recent and latest.is_file():
-        return RunStart(str(latest), None)
     if not has_checkpoint:
         where = "an earlier start left no checkpoint" if earlier_start else "the run does not exist yet"
         return RunStart(None, f"--resume latest: no checkpoint in {checkpoint_dir} ({where}); starting from scratch")
