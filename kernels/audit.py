@@ -392,11 +392,14 @@ def _philox_cases(capability: Capability) -> list[TritonCase]:
 
 def _correlation_cases(capability: Capability) -> list[TritonCase]:
     from fastclip.kernels import kendall_tau, pearson
+    from fastclip.ops.correlation import NEAR_CONSTANT_THRESHOLD
 
     kendall_cfg = kendall_tau.launch_config(capability)
 
     def launch_pearson():
-        pearson.pearson_fwd(_meta(24, 10125, dtype=torch.float64), _meta(1, 10125, dtype=torch.float64))
+        # the threshold the op passes (fastclip.ops.correlation.NEAR_CONSTANT_THRESHOLD), a constexpr of the kernel
+        pearson.pearson_fwd(_meta(24, 10125, dtype=torch.float64), _meta(1, 10125, dtype=torch.float64),
+                            NEAR_CONSTANT_THRESHOLD)
 
     def launch_kendall():
         x = _meta(24, 3000, dtype=torch.float64)

@@ -198,6 +198,17 @@ def test_sixteen_bit_grey_is_scaled_not_clipped_and_exif_is_applied():
     assert rotated.size == (24, 48)  # stored 48x24 with orientation 6: shown upright as 24 wide, 48 high
 
 
+@pytest.mark.parametrize("name", sorted(make_corpus.image_formats()))
+def test_evaluation_decodes_every_format_as_training_does(name):
+    """fastclip-eval's image datasets (stimuli, photographs, maps) see the picture training sees: EXIF applied,
+    16-bit scaled (decode_image at its native size against the training decoder)."""
+    from fastclip.eval.datasets.images import decode_image
+
+    path = CORPUS / "images" / name
+    evaluated = decode_image(path).permute(1, 2, 0).numpy()
+    assert np.array_equal(evaluated, np.asarray(decode_rgb(path.read_bytes())))
+
+
 @pytest.mark.skipif(dali_import_error() is not None, reason=f"{dali_import_error()}")
 def test_both_backends_give_the_same_training_pictures_for_every_format(tokenizer):
     """The eval transform (no random crop) through both pipelines: the same images up to the resampling filters."""
@@ -279,13 +290,26 @@ def test_image_folder_in_a_wrong_layout_is_refused_with_the_layout_expected(tmp_
     assert expected in message
 
 
-def test_results_file_cut_mid_line_is_refused_naming_the_file_and_line():
+def test_results_file_cut_mid_line_drops_the_cut_unit_with_a_warning():
+    from fastclip.eval.results import ResultsTable, TruncatedResultsWarning
+
+    folder = CORPUS / "results" / "truncated_mid_line"
+    # An interrupted write: the cut-off line 3 and the unit of the row before it are dropped (measured again by the
+    # next fastclip-eval), never half a unit that looks done; the other complete rows are kept.
+    with pytest.warns(TruncatedResultsWarning, match=r"results\.jsonl: line 3 is cut off") as caught:
+        table = ResultsTable.load(folder)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert [row["epoch"] for row in table.rows] == [1]
+
+
+def test_results_file_with_a_bad_line_inside_is_refused_naming_the_file_and_line(tmp_path):
     from fastclip.eval.errors import InputError
     from fastclip.eval.results import ResultsTable
 
-    folder = CORPUS / "results" / "truncated_mid_line"
-    with pytest.raises(InputError, match=r"results\.jsonl, line 3: not JSON .*; fix or delete the file") as failure:
-        ResultsTable.load(folder)
+    lines = (CORPUS / "results" / "truncated_mid_line" / "results.jsonl").read_text().splitlines()
+    (tmp_path / "results.jsonl").write_text("\n".join([lines[0], lines[2], lines[1]]) + "\n")  # cut line inside
+    with pytest.raises(InputError, match=r"results\.jsonl, line 2: not JSON .*; fix or delete the file") as failure:
+        ResultsTable.load(tmp_path)
     assert "\n" not in str(failure.value)  # fastclip-eval prints InputErrors as one line, exit status 2
 
 

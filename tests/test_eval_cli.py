@@ -213,7 +213,9 @@ def test_results_survive_a_failing_checkpoint(tmp_path, capsys):
     assert "epoch_2.pt" in capsys.readouterr().err
     rows = read_results_jsonl(run / "eval" / "results.jsonl")
     assert {row["epoch"] for row in rows} == {1}  # written before epoch 2 failed
-    assert sorted(path.name for path in (run / "eval").iterdir()) == ["results.csv", "results.jsonl"]
+    # no temporary file left behind (items/ holds the per-item scores the findings bootstrap over)
+    assert sorted(path.name for path in (run / "eval").iterdir()) == ["items", "results.csv", "results.jsonl"]
+    assert not [path for path in (run / "eval" / "items").rglob("*") if ".tmp" in path.name]
 
 
 def test_make_stimuli_subcommand_is_dispatched(capsys):

@@ -176,13 +176,18 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _cell(row: Mapping, column: str):
+    # Rows made in memory by other code (tests, scripts) may lack the provenance columns: they read as unknown.
+    return row.get(column) if column in PROVENANCE_COLUMNS else row[column]
+
+
 def _to_json(row: Mapping) -> dict:
-    return {column: (None if _missing(row[column]) else row[column]) for column in COLUMNS}
+    return {column: (None if _missing(_cell(row, column)) else _cell(row, column)) for column in COLUMNS}
 
 
 def _to_csv(row: Mapping) -> dict:
     # str(float) is the shortest repr that reads back to the same float, so the CSV loses no precision.
-    return {column: ("" if _missing(row[column]) else row[column]) for column in COLUMNS}
+    return {column: ("" if _missing(_cell(row, column)) else _cell(row, column)) for column in COLUMNS}
 
 
 def _typed_row(raw: Mapping, where: str) -> dict:

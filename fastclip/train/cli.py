@@ -175,8 +175,7 @@ def _train(args: TrainConfig, world: World) -> TrainResult:
         args = dataclasses.replace(args, name=on_main_then_broadcast(world, lambda: default_run_name(args)))
     run_dir = Path(args.logs) / args.name
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    start = on_main_then_broadcast(world, lambda: prepare_run_start(
-        run_dir, checkpoint_dir, args.resume, most_recent=args.save_most_recent))
+    start = on_main_then_broadcast(world, lambda: prepare_run_start(run_dir, checkpoint_dir, args.resume))
     resume_path = start.resume_path
     only_evaluate = evaluates_only(args)
 

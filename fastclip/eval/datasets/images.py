@@ -51,13 +51,19 @@ def _fit(image, size: Size, interpolation):
 
 
 def _decode(path: Path, mode: str, size: Size) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
     from torchvision.transforms.v2 import InterpolationMode
+
+    from fastclip.data.webdataset import scale_16bit_to_8bit
 
     interpolation = InterpolationMode.BICUBIC if mode == "RGB" else InterpolationMode.BILINEAR
     try:
         with Image.open(path) as image:
-            pixels = np.array(_fit(image.convert(mode), size, interpolation))  # writable: torch.from_numpy needs that
+            # As the training decoders (fastclip.data.webdataset.decode_rgb) and DALI: the EXIF orientation
+            # applied, and 16-bit values scaled to 8 bits instead of clipped by PIL's convert().
+            upright = ImageOps.exif_transpose(image)
+            converted = scale_16bit_to_8bit(upright).convert(mode)
+            pixels = np.array(_fit(converted, size, interpolation))  # writable: torch.from_numpy needs that
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: no such file") from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
