@@ -271,6 +271,21 @@ def _tile_label(cfg) -> str:
     return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages}"
 
 
+def _at_fp32_precision(precision: str, launch: Callable) -> Callable:
+    """`launch` run with torch's CUDA fp32 matmul precision set to `precision` (restored afterwards)."""
+
+    def launch_at_precision(*args):
+        matmul = torch.backends.cuda.matmul
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = precision
+        try:
+            return launch(*args)
+        finally:
+            matmul.fp32_precision = saved
+
+    return launch_at_precision
+
+
 def _contrastive_cases(capability: Capability, dims: tuple[int, ...], production: bool) -> list[TritonCase]:
     from fastclip.kernels import contrastive_loss as kernels
 
@@ -280,7 +295,10 @@ def _contrastive_cases(capability: Capability, dims: tuple[int, ...], production
     if not production:
         shapes.append((GOAL_CHUNK_ROWS - 1, GOAL_BATCH - 1, 17, GOAL_DIM, ", B = 32767"))
     cases = []
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+    # fp32 tiles compute at torch's fp32 matmul precision (contrastive_loss._input_precision): TF32 once training
+    # enables it (fastclip-train does on CUDA), full fp32 ("ieee") otherwise; both compile, so both are audited.
+    variants = [(torch.bfloat16, None), (torch.float16, None), (torch.float32, "tf32"), (torch.float32, "ieee")]
+    for dtype, precision in variants:
         for rows, batch, diag_start, dim, shape_note in shapes:
             x = _meta(rows, dim, dtype=dtype)
             y = _meta(batch, dim, dtype=dtype)
@@ -297,7 +315,9 @@ def _contrastive_cases(capability: Capability, dims: tuple[int, ...], production
             def siglip(need_grad, x=x, y=y, scalar=scalar, cfg=configs["siglip_fwd"], diag_start=diag_start):
                 kernels.siglip_loss_fwd(x, y, scalar, scalar, diag_start, scalar if need_grad else None, cfg)
 
-            name = _dtype_name(dtype) + shape_note
+            name = _dtype_name(dtype) + (f" ({precision})" if precision else "") + shape_note
+            if precision:
+                fwd, bwd, siglip = (_at_fp32_precision(precision, launch) for launch in (fwd, bwd, siglip))
             cases += [
                 TritonCase("clip_loss_fwd", _tile_label(configs["clip_fwd"]), name, dim, fwd),
                 TritonCase("clip_loss_bwd", _tile_label(configs["clip_bwd"]), name, dim, bwd),
