@@ -92,12 +92,13 @@ def gpu_configs(capability: Capability, dtype: torch.dtype, dim: int | None = No
     if hopper:
         # float32 tiles run at torch's fp32 matmul precision (_input_precision), TF32 or full fp32 ("ieee", FMA);
         # the audit compiles both. Forward in K steps of 16: at 32 the ieee tile of an unaligned batch took 255 regs
-        # + 20 B of spill traffic; now 166 (tf32) / 176-196 (ieee) regs, 37 / 25 KiB, 8 warps/SM. G and SigLIP's
-        # forward: 107 / 128 and 191 / 166-202 regs (tf32 / ieee triton 3.8), 49 / 25 KiB, 16 and 8 warps/SM.
+        # + 20 B of spill traffic; now 166 (tf32) / 176-196 (ieee) regs, 37 / 25 KiB, 8 warps/SM. SigLIP's forward
+        # likewise (at 32, triton 3.6's ieee tile spilled 40 B): 149-222 regs, 37 / 25 KiB, 8 warps/SM. G keeps
+        # 32: 107 / 128 regs (tf32 / ieee, triton 3.8), 49 / 25 KiB, 16 warps/SM.
         return {
             "clip_fwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
             "clip_bwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
-            "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2),
+            "siglip_fwd": TileConfig(block_m=128, block_n=64, block_k=16, num_warps=8, num_stages=3),
         }
     # float32 on sm_8x: 32-wide K slices overflow registers (forward 255 regs + 76 B of spill traffic, G 255 regs);
     # K steps of 16 give 168-200 / 86-128 / 114-128 regs (tf32 / ieee, triton 3.8), 24-32 KiB, 8 / 16 / 16 warps/SM.
